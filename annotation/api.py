@@ -1,0 +1,437 @@
+"""REST API of the annotation app: validate input -> one service or selector -> serialize output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation import selectors, services
+from annotation.export import EXPORT_MODES, preferences_export_jsonl
+from annotation.models import PairwiseChoice, Split, TaskMode
+from config.exceptions import ApplicationError
+from labelers.models import Role
+from labelers.permissions import HasAnyRole, IsAdmin, IsLabeler, IsStaff
+from labelers.selectors import user_role
+
+
+def _paginate(request: Request, view: APIView, queryset: Any, serializer: type[serializers.Serializer]) -> Response:
+    paginator = LimitOffsetPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer(page, many=True).data)
+
+
+# --- projects -------------------------------------------------------------------------------------
+
+
+class FlagSerializer(serializers.Serializer):
+    key = serializers.RegexField(r"^[a-z0-9_]{1,50}$")
+    label = serializers.CharField(max_length=200, required=False)
+
+
+class ProjectOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    k = serializers.IntegerField()
+    task_mode = serializers.CharField()
+    overlap = serializers.IntegerField()
+    lease_minutes = serializers.IntegerField()
+    flags = FlagSerializer(many=True)
+    require_likert = serializers.BooleanField()
+    is_active = serializers.BooleanField()
+    current_guideline_version = serializers.IntegerField(source="current_guideline.version", allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class ProjectInput(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    k = serializers.IntegerField(min_value=2, max_value=9, required=False)
+    task_mode = serializers.ChoiceField(choices=TaskMode.choices, required=False)
+    overlap = serializers.IntegerField(min_value=1, max_value=50, required=False)
+    lease_minutes = serializers.IntegerField(min_value=1, max_value=24 * 60, required=False)
+    flags = FlagSerializer(many=True, required=False)
+    require_likert = serializers.BooleanField(required=False)
+    is_active = serializers.BooleanField(required=False)
+    guideline = serializers.CharField(required=False, allow_blank=True, help_text="Published as version 1.")
+
+
+class ProjectListCreateApi(APIView):
+    def get_permissions(self) -> list[Any]:
+        return [IsAdmin()] if self.request.method == "POST" else [HasAnyRole()]
+
+    @extend_schema(responses=ProjectOutput(many=True))
+    def get(self, request: Request) -> Response:
+        labeler = user_role(user=request.user) == Role.LABELER
+        return _paginate(request, self, selectors.project_list(active_only=labeler), ProjectOutput)
+
+    @extend_schema(request=ProjectInput, responses={201: ProjectOutput})
+    def post(self, request: Request) -> Response:
+        serializer = ProjectInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        project = services.project_create(created_by=request.user, **serializer.validated_data)
+        return Response(ProjectOutput(project).data, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetailApi(APIView):
+    def get_permissions(self) -> list[Any]:
+        return [IsAdmin()] if self.request.method == "PATCH" else [HasAnyRole()]
+
+    @extend_schema(responses=ProjectOutput)
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        if user_role(user=request.user) == Role.LABELER and not project.is_active:
+            raise ApplicationError(f"Project {project_id} not found.", code="not_found", status=404)
+        return Response(ProjectOutput(project).data)
+
+    @extend_schema(request=ProjectInput, responses=ProjectOutput)
+    def patch(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        serializer = ProjectInput(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        if "guideline" in data:
+            raise ApplicationError("guideline: publish a new version through the guidelines endpoint.", code="invalid")
+        project = services.project_update(project=project, **data)
+        return Response(ProjectOutput(project).data)
+
+
+class ProjectStatsApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        return Response(selectors.project_stats(project=project))
+
+
+# --- guidelines -----------------------------------------------------------------------------------
+
+
+class GuidelineOutput(serializers.Serializer):
+    version = serializers.IntegerField()
+    body = serializers.CharField()
+    note = serializers.CharField()
+    published_by = serializers.CharField(source="published_by.username", allow_null=True)
+    published_at = serializers.DateTimeField()
+
+
+class GuidelineListPublishApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        body = serializers.CharField(max_length=200_000, trim_whitespace=False)
+        note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+    def get_permissions(self) -> list[Any]:
+        return [IsAdmin()] if self.request.method == "POST" else [HasAnyRole()]
+
+    @extend_schema(responses=GuidelineOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        return Response(GuidelineOutput(selectors.guideline_list(project=project), many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: GuidelineOutput})
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        guideline = services.guideline_publish(project=project, published_by=request.user, **serializer.validated_data)
+        return Response(GuidelineOutput(guideline).data, status=status.HTTP_201_CREATED)
+
+
+class GuidelineDetailApi(APIView):
+    permission_classes = [HasAnyRole]
+
+    @extend_schema(responses=GuidelineOutput)
+    def get(self, request: Request, project_id: int, version: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        return Response(GuidelineOutput(selectors.guideline_get(project=project, version=version)).data)
+
+
+class GuidelineAcknowledgeApi(APIView):
+    permission_classes = [HasAnyRole]
+
+    @extend_schema(
+        request=None,
+        responses=inline_serializer("Acknowledgement", {"version": serializers.IntegerField(), "acknowledged_at": serializers.DateTimeField()}),
+    )
+    def post(self, request: Request, project_id: int, version: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        guideline = selectors.guideline_get(project=project, version=version)
+        ack = services.guideline_acknowledge(guideline=guideline, user=request.user)
+        return Response({"version": guideline.version, "acknowledged_at": ack.acknowledged_at})
+
+
+# --- data: import, prompts, sets, rankings, comparisons, export -----------------------------------
+
+
+class ImportApi(APIView):
+    """Upload JSONL or CSV (multipart ``file``, or a raw body with ``?format=``)."""
+
+    permission_classes = [IsAdmin]
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    @extend_schema(
+        request={"multipart/form-data": inline_serializer("ImportUpload", {"file": serializers.FileField(), "format": serializers.ChoiceField(choices=["jsonl", "csv"], required=False)})},
+        responses={201: inline_serializer("ImportSummary", {"prompts": serializers.IntegerField(), "responses": serializers.IntegerField(), "response_sets": serializers.IntegerField()})},
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise ApplicationError("file: upload a JSONL or CSV file in the 'file' field.", code="invalid")
+        fmt = request.data.get("format") or request.query_params.get("format")
+        if not fmt:
+            name = (upload.name or "").lower()
+            fmt = "csv" if name.endswith(".csv") else "jsonl" if name.endswith((".jsonl", ".json", ".ndjson")) else ""
+        if not fmt:
+            raise ApplicationError("format: give 'jsonl' or 'csv' (the file name does not say).", code="invalid")
+        summary = services.prompts_import(project=project, content=upload.read(), fmt=str(fmt))
+        return Response(
+            {"prompts": summary.prompts, "responses": summary.responses, "response_sets": summary.response_sets},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class PromptOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    text = serializers.CharField()
+    messages = serializers.JSONField(allow_null=True)
+    split = serializers.CharField()
+    tags = serializers.ListField(child=serializers.CharField())
+    n_responses = serializers.IntegerField()
+
+
+class PromptListApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=PromptOutput(many=True), parameters=[OpenApiParameter("split", str, enum=Split.values)])
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        qs = selectors.prompt_list(project=project, split=request.query_params.get("split"))
+        return _paginate(request, self, qs, PromptOutput)
+
+
+class ResponseSetOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    prompt_id = serializers.IntegerField()
+    prompt_external_id = serializers.CharField(source="prompt.external_id")
+    status = serializers.CharField()
+    required_count = serializers.IntegerField()
+    submitted_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class ResponseSetListApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=ResponseSetOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        qs = selectors.response_set_list(project=project, status=request.query_params.get("status"))
+        return _paginate(request, self, qs, ResponseSetOutput)
+
+
+class RankingOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    response_set_id = serializers.IntegerField()
+    labeler = serializers.CharField(source="labeler.username")
+    guideline_version = serializers.IntegerField(source="guideline.version", allow_null=True)
+    ranks = serializers.DictField(child=serializers.IntegerField())
+    display_order = serializers.ListField(child=serializers.IntegerField())
+    pairwise_choice = serializers.CharField()
+    scores = serializers.DictField(child=serializers.IntegerField())
+    flags = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    comment = serializers.CharField()
+    time_spent_ms = serializers.IntegerField()
+    submitted_late = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+
+
+class RankingListApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=RankingOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        return _paginate(request, self, selectors.ranking_list(project=project), RankingOutput)
+
+
+class ComparisonOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    ranking_id = serializers.IntegerField()
+    response_set_id = serializers.IntegerField()
+    labeler = serializers.CharField(source="labeler.username")
+    response_a = serializers.IntegerField(source="response_a_id")
+    response_b = serializers.IntegerField(source="response_b_id")
+    outcome = serializers.CharField()
+    margin = serializers.IntegerField()
+    both_bad = serializers.BooleanField()
+
+
+class ComparisonListApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=ComparisonOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        return _paginate(request, self, selectors.comparison_list(project=project), ComparisonOutput)
+
+
+class ExportApi(APIView):
+    """Stream the preferences as JSONL in trl's format."""
+
+    permission_classes = [IsStaff]
+
+    class InputSerializer(serializers.Serializer):
+        split = serializers.ChoiceField(choices=Split.choices, required=False)
+        drop_ties = serializers.BooleanField(required=False, default=False)
+        mode = serializers.ChoiceField(choices=EXPORT_MODES, required=False, default="annotator")
+
+    @extend_schema(parameters=[InputSerializer], responses={(200, "application/jsonl"): OpenApiTypes.STR})
+    def get(self, request: Request, project_id: int) -> StreamingHttpResponse:
+        project = selectors.project_get(project_id=project_id)
+        serializer = self.InputSerializer(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        lines = preferences_export_jsonl(project=project, **serializer.validated_data)
+        response = StreamingHttpResponse(lines, content_type="application/jsonl; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="project-{project.pk}-preferences.jsonl"'
+        return response
+
+
+# --- labeling -------------------------------------------------------------------------------------
+
+
+class ResponseForLabeler(serializers.Serializer):
+    id = serializers.IntegerField()
+    text = serializers.CharField()
+
+
+class AssignmentOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    project_id = serializers.IntegerField(source="response_set.project_id")
+    response_set_id = serializers.IntegerField()
+    status = serializers.CharField()
+    leased_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    guideline_version = serializers.IntegerField(source="guideline.version", allow_null=True)
+    prompt = serializers.SerializerMethodField()
+    responses = serializers.SerializerMethodField()
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_prompt(self, assignment: Any) -> dict[str, Any]:
+        prompt = assignment.response_set.prompt
+        return {"text": prompt.text, "messages": prompt.messages, "tags": prompt.tags}
+
+    @extend_schema_field(ResponseForLabeler(many=True))
+    def get_responses(self, assignment: Any) -> list[dict[str, Any]]:
+        return ResponseForLabeler(selectors.assignment_responses(assignment=assignment), many=True).data
+
+
+class LeaseNextApi(APIView):
+    """Lease the next item: 200 with the assignment, or 204 when no work is left."""
+
+    permission_classes = [IsLabeler]
+
+    @extend_schema(request=None, responses={200: AssignmentOutput, 204: None})
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        assignment = services.assignment_lease_next(project=project, labeler=request.user)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(AssignmentOutput(assignment).data)
+
+
+class LabelerProgressApi(APIView):
+    permission_classes = [IsLabeler]
+
+    @extend_schema(responses=inline_serializer("LabelerProgress", {"done_today": serializers.IntegerField(), "done_total": serializers.IntegerField(), "left": serializers.IntegerField()}))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        return Response(selectors.labeler_progress(project=project, labeler=request.user))
+
+
+class AssignmentListApi(APIView):
+    permission_classes = [IsLabeler]
+
+    class ListOutput(serializers.Serializer):
+        id = serializers.IntegerField()
+        project_id = serializers.IntegerField(source="response_set.project_id")
+        response_set_id = serializers.IntegerField()
+        status = serializers.CharField()
+        leased_at = serializers.DateTimeField()
+        expires_at = serializers.DateTimeField()
+
+    @extend_schema(responses=ListOutput(many=True))
+    def get(self, request: Request) -> Response:
+        return _paginate(request, self, selectors.assignment_list(labeler=request.user), self.ListOutput)
+
+
+class AssignmentDetailApi(APIView):
+    permission_classes = [IsLabeler]
+
+    @extend_schema(responses=AssignmentOutput)
+    def get(self, request: Request, assignment_id: int) -> Response:
+        assignment = selectors.assignment_get(assignment_id=assignment_id, labeler=request.user)
+        return Response(AssignmentOutput(assignment).data)
+
+
+class RankingSubmitApi(APIView):
+    """Submit a ranking. Repeating a request with the same ``idempotency_key`` returns the first."""
+
+    permission_classes = [IsLabeler]
+
+    class InputSerializer(serializers.Serializer):
+        idempotency_key = serializers.CharField(max_length=100)
+        ranks = serializers.JSONField(required=False, help_text='{"<response id>": rank}; ties share a rank.')
+        choice = serializers.ChoiceField(choices=PairwiseChoice.choices, required=False)
+        scores = serializers.JSONField(required=False, help_text='{"<response id>": 1..7}')
+        flags = serializers.JSONField(required=False, help_text='{"<response id>": ["hallucination", ...]}')
+        comment = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
+        time_spent_ms = serializers.IntegerField(required=False, min_value=0, default=0)
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        assignment_id = serializers.IntegerField()
+        ranks = serializers.DictField(child=serializers.IntegerField())
+        comparisons = serializers.IntegerField()
+        created = serializers.BooleanField()
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer, 200: OutputSerializer})
+    def post(self, request: Request, assignment_id: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        ranking, created = services.ranking_submit(
+            assignment_id=assignment_id, labeler=request.user, **serializer.validated_data
+        )
+        body = {
+            "id": ranking.pk,
+            "assignment_id": ranking.assignment_id,
+            "ranks": ranking.ranks,
+            "comparisons": ranking.comparisons.count(),
+            "created": created,
+        }
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class AssignmentSkipApi(APIView):
+    permission_classes = [IsLabeler]
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=1000)
+
+    @extend_schema(request=InputSerializer, responses=inline_serializer("Skipped", {"id": serializers.IntegerField(), "status": serializers.CharField()}))
+    def post(self, request: Request, assignment_id: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        assignment = services.assignment_skip(assignment_id=assignment_id, labeler=request.user, **serializer.validated_data)
+        return Response({"id": assignment.pk, "status": assignment.status})

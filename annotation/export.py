@@ -1,0 +1,222 @@
+"""Preference export in trl's format, streaming in constant memory.
+
+Each row has ``prompt``, ``chosen``, ``rejected`` (trl's preference columns) plus ``margin``,
+``is_tie``, the annotators, how many of them agree, guideline versions, the model versions that
+wrote the two responses, and the ranking ids. Modes:
+
+- ``annotator``: one row per labeler per pair; ``agreement`` counts the labelers of the same set
+  who decided that pair the same way (this row's labeler included).
+- ``majority``: one row per pair; the outcome most labelers chose (a split vote between the two
+  responses is a tie); ``agreement`` is the size of that majority.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from itertools import groupby, islice
+from pathlib import Path
+from typing import Any
+
+from annotation.models import Comparison, Project, Prompt, Response
+from config.exceptions import ApplicationError
+
+EXPORT_MODES = ("annotator", "majority")
+CHUNK = 5000
+
+_FIELDS = (
+    "id",
+    "response_set_id",
+    "response_a_id",
+    "response_b_id",
+    "outcome",
+    "margin",
+    "ranking_id",
+    "labeler__username",
+    "ranking__guideline__version",
+    "response_set__prompt_id",
+)
+
+
+def _is_conversational(project: Project) -> bool:
+    """Chat prompts anywhere in the project make every row conversational (one schema per export)."""
+    return Prompt.objects.filter(project=project, messages__isnull=False).exists()
+
+
+def _messages(text: str, role: str) -> list[dict[str, str]]:
+    return [{"role": role, "content": text}]
+
+
+def _enriched(comparisons: Iterable[tuple[Any, ...]], conversational: bool) -> Iterator[tuple[Any, ...]]:
+    """Attach prompt and response texts, fetched once per chunk of comparisons."""
+    iterator = iter(comparisons)
+    while chunk := list(islice(iterator, CHUNK)):
+        response_ids = {row[2] for row in chunk} | {row[3] for row in chunk}
+        responses = {
+            pk: (text, model)
+            for pk, text, model in Response.objects.filter(pk__in=response_ids).values_list(
+                "pk", "text", "model_version__name"
+            )
+        }
+        prompt_ids = {row[9] for row in chunk}
+        prompts = {}
+        for pk, external_id, text, messages, split, tags in Prompt.objects.filter(pk__in=prompt_ids).values_list(
+            "pk", "external_id", "text", "messages", "split", "tags"
+        ):
+            if conversational:
+                prompt: Any = messages if messages else _messages(text, "user")
+            else:
+                prompt = text
+            prompts[pk] = (prompt, external_id, split, tags)
+        for row in chunk:
+            yield (*row, responses[row[2]], responses[row[3]], prompts[row[9]])
+
+
+def _row(
+    *,
+    prompt: tuple[Any, ...],
+    first: tuple[str, str | None],
+    second: tuple[str, str | None],
+    outcome: str,
+    margin: float,
+    members: list[tuple[Any, ...]],
+    agreement: int,
+    n_annotators: int,
+    response_set_id: int,
+    conversational: bool,
+) -> dict[str, Any]:
+    (chosen_text, chosen_model), (rejected_text, rejected_model) = (second, first) if outcome == "b" else (first, second)
+    prompt_value, external_id, split, tags = prompt
+    return {
+        "prompt": prompt_value,
+        "chosen": _messages(chosen_text, "assistant") if conversational else chosen_text,
+        "rejected": _messages(rejected_text, "assistant") if conversational else rejected_text,
+        "margin": float(margin),
+        "is_tie": outcome == "tie",
+        "agreement": agreement,
+        "n_annotators": n_annotators,
+        "annotator_ids": [member[7] for member in members],
+        "ranking_ids": [member[6] for member in members],
+        "comparison_ids": [member[0] for member in members],
+        "guideline_versions": sorted({member[8] for member in members if member[8] is not None}),
+        "chosen_model": chosen_model,
+        "rejected_model": rejected_model,
+        "prompt_id": external_id,
+        "split": split,
+        "tags": list(tags),
+        "response_set_id": response_set_id,
+    }
+
+
+def preference_rows(
+    *, project: Project, split: str | None = None, drop_ties: bool = False, mode: str = "annotator"
+) -> Iterator[dict[str, Any]]:
+    """Yield export rows one at a time; memory stays flat whatever the project's size."""
+    if mode not in EXPORT_MODES:
+        raise ApplicationError(f"mode: must be one of {', '.join(EXPORT_MODES)}, got {mode!r}.", code="invalid")
+    if split is not None and split not in ("train", "val", "test"):
+        raise ApplicationError(f"split: must be train, val or test, got {split!r}.", code="invalid")
+    conversational = _is_conversational(project)
+    comparisons = Comparison.objects.filter(response_set__project=project)
+    if split:
+        comparisons = comparisons.filter(response_set__prompt__split=split)
+    stream = comparisons.order_by("response_set_id", "response_a_id", "response_b_id", "id").values_list(*_FIELDS)
+    rows = _enriched(stream.iterator(chunk_size=CHUNK), conversational)
+    for (set_id, _, _), group in groupby(rows, key=lambda row: (row[1], row[2], row[3])):
+        members = list(group)
+        votes = Counter(member[4] for member in members)
+        first, second, prompt = members[0][10], members[0][11], members[0][12]
+        if mode == "annotator":
+            for member in members:
+                outcome = member[4]
+                if drop_ties and outcome == "tie":
+                    continue
+                yield _row(
+                    prompt=prompt,
+                    first=first,
+                    second=second,
+                    outcome=outcome,
+                    margin=member[5],
+                    members=[member],
+                    agreement=votes[outcome],
+                    n_annotators=len(members),
+                    response_set_id=set_id,
+                    conversational=conversational,
+                )
+        else:
+            ranked = votes.most_common()
+            outcome = ranked[0][0]
+            if len(ranked) > 1 and ranked[1][1] == ranked[0][1]:
+                outcome = "tie"  # no majority: the labelers split evenly
+            if drop_ties and outcome == "tie":
+                continue
+            majority = [member for member in members if member[4] == outcome]
+            margin = sum(member[5] for member in majority) / len(majority) if majority else 0.0
+            yield _row(
+                prompt=prompt,
+                first=first,
+                second=second,
+                outcome=outcome,
+                margin=margin,
+                members=members,
+                agreement=votes[outcome],
+                n_annotators=len(members),
+                response_set_id=set_id,
+                conversational=conversational,
+            )
+
+
+def preferences_export_jsonl(**kwargs: Any) -> Iterator[str]:
+    """The export as JSONL lines (each ends with a newline)."""
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    for row in preference_rows(**kwargs):
+        yield dumps(row) + "\n"
+
+
+def _features(conversational: bool) -> Any:
+    from datasets import Features, Value
+
+    message = [{"role": Value("string"), "content": Value("string")}]
+    text: Any = message if conversational else Value("string")
+    return Features(
+        {
+            "prompt": text,
+            "chosen": text,
+            "rejected": text,
+            "margin": Value("float32"),
+            "is_tie": Value("bool"),
+            "agreement": Value("int32"),
+            "n_annotators": Value("int32"),
+            "annotator_ids": [Value("string")],
+            "ranking_ids": [Value("int64")],
+            "comparison_ids": [Value("int64")],
+            "guideline_versions": [Value("int32")],
+            "chosen_model": Value("string"),
+            "rejected_model": Value("string"),
+            "prompt_id": Value("string"),
+            "split": Value("string"),
+            "tags": [Value("string")],
+            "response_set_id": Value("int64"),
+        }
+    )
+
+
+def preferences_export_dataset(*, project: Project, path: str | Path, **kwargs: Any) -> int:
+    """Write the export as a Hugging Face ``datasets`` dataset to ``path`` (``load_from_disk``)."""
+    from datasets import Dataset
+
+    conversational = _is_conversational(project)
+    target = Path(path)
+    with tempfile.TemporaryDirectory(prefix="export-") as cache:
+
+        def generate() -> Iterator[dict[str, Any]]:
+            yield from preference_rows(project=project, **kwargs)
+
+        dataset = Dataset.from_generator(generate, features=_features(conversational), cache_dir=cache)
+        if target.exists():
+            shutil.rmtree(target)
+        dataset.save_to_disk(str(target))
+        return len(dataset)

@@ -1,0 +1,145 @@
+"""Reads of the annotation app, with their access rules and query shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from annotation.models import (
+    Assignment,
+    AssignmentStatus,
+    Comparison,
+    ComparisonOutcome,
+    Guideline,
+    GuidelineAcknowledgement,
+    Project,
+    Prompt,
+    Ranking,
+    Response,
+    ResponseSet,
+    ResponseSetStatus,
+)
+from config.exceptions import NotFound
+
+
+def project_list(*, active_only: bool = False) -> QuerySet[Project]:
+    qs = Project.objects.select_related("current_guideline").order_by("id")
+    return qs.filter(is_active=True) if active_only else qs
+
+
+def project_get(*, project_id: int) -> Project:
+    project = Project.objects.select_related("current_guideline").filter(pk=project_id).first()
+    if project is None:
+        raise NotFound(f"Project {project_id} not found.")
+    return project
+
+
+def guideline_list(*, project: Project) -> QuerySet[Guideline]:
+    return project.guidelines.select_related("published_by").order_by("-version")
+
+
+def guideline_get(*, project: Project, version: int) -> Guideline:
+    guideline = project.guidelines.filter(version=version).first()
+    if guideline is None:
+        raise NotFound(f"Guideline version {version} of project {project.pk} not found.")
+    return guideline
+
+
+def guideline_needs_ack(*, project: Project, user: AbstractBaseUser) -> Guideline | None:
+    """The current guideline when ``user`` has not acknowledged it yet, else ``None``."""
+    guideline = project.current_guideline
+    if guideline is None:
+        return None
+    acked = GuidelineAcknowledgement.objects.filter(guideline=guideline, user=user).exists()
+    return None if acked else guideline
+
+
+def prompt_list(*, project: Project, split: str | None = None) -> QuerySet[Prompt]:
+    qs = project.prompts.annotate(n_responses=Count("responses")).order_by("id")
+    return qs.filter(split=split) if split else qs
+
+
+def response_set_list(*, project: Project, status: str | None = None) -> QuerySet[ResponseSet]:
+    qs = project.response_sets.select_related("prompt").order_by("id")
+    return qs.filter(status=status) if status else qs
+
+
+def assignment_list(*, labeler: AbstractBaseUser, project: Project | None = None) -> QuerySet[Assignment]:
+    """A labeler's own assignments, newest first."""
+    qs = Assignment.objects.filter(labeler=labeler).select_related("response_set").order_by("-leased_at", "-id")
+    return qs.filter(response_set__project=project) if project is not None else qs
+
+
+def assignment_get(*, assignment_id: int, labeler: AbstractBaseUser) -> Assignment:
+    """One of the labeler's own assignments; someone else's is reported as not found."""
+    assignment = (
+        Assignment.objects.select_related("response_set__prompt", "response_set__project", "guideline")
+        .filter(pk=assignment_id, labeler=labeler)
+        .first()
+    )
+    if assignment is None:
+        raise NotFound(f"Assignment {assignment_id} not found.")
+    return assignment
+
+
+def assignment_responses(*, assignment: Assignment) -> list[Response]:
+    """The set's responses in this assignment's display order."""
+    by_id = Response.objects.in_bulk([int(pk) for pk in assignment.display_order])
+    return [by_id[int(pk)] for pk in assignment.display_order]
+
+
+def ranking_list(*, project: Project) -> QuerySet[Ranking]:
+    return (
+        Ranking.objects.filter(response_set__project=project)
+        .select_related("labeler", "guideline")
+        .order_by("id")
+    )
+
+
+def comparison_list(*, project: Project) -> QuerySet[Comparison]:
+    return Comparison.objects.filter(response_set__project=project).select_related("labeler").order_by("id")
+
+
+def project_stats(*, project: Project) -> dict[str, Any]:
+    """Counts that admins and ML engineers watch: prompts, sets by status, rankings, comparisons."""
+    now = timezone.now()
+    sets = project.response_sets.aggregate(
+        total=Count("id"),
+        open=Count("id", filter=Q(status=ResponseSetStatus.OPEN)),
+        complete=Count("id", filter=Q(status=ResponseSetStatus.COMPLETE)),
+    )
+    comparisons = Comparison.objects.filter(response_set__project=project).aggregate(
+        total=Count("id"), ties=Count("id", filter=Q(outcome=ComparisonOutcome.TIE))
+    )
+    assignments = Assignment.objects.filter(response_set__project=project).aggregate(
+        active_leases=Count("id", filter=Q(status=AssignmentStatus.LEASED, expires_at__gt=now)),
+        skipped=Count("id", filter=Q(status=AssignmentStatus.SKIPPED)),
+    )
+    return {
+        "prompts": project.prompts.count(),
+        "response_sets": sets,
+        "rankings": Ranking.objects.filter(response_set__project=project).count(),
+        "comparisons": comparisons,
+        "active_leases": assignments["active_leases"],
+        "skipped": assignments["skipped"],
+        "labelers": Ranking.objects.filter(response_set__project=project).values("labeler").distinct().count(),
+    }
+
+
+def labeler_progress(*, project: Project, labeler: AbstractBaseUser) -> dict[str, int]:
+    """What a labeler may see about their own work: done today, done in total, left for them."""
+    today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    mine = Assignment.objects.filter(labeler=labeler, response_set__project=project)
+    left = (
+        project.response_sets.filter(status=ResponseSetStatus.OPEN)
+        .exclude(assignments__labeler=labeler, assignments__status__in=[AssignmentStatus.SUBMITTED, AssignmentStatus.SKIPPED])
+        .count()
+    )
+    return {
+        "done_today": mine.filter(status=AssignmentStatus.SUBMITTED, finished_at__gte=today).count(),
+        "done_total": mine.filter(status=AssignmentStatus.SUBMITTED).count(),
+        "left": left,
+    }

@@ -1,0 +1,29 @@
+"""Writes of the annotation app. Each function owns one write and its invariants."""
+
+from annotation.services.imports import ImportSummary, prompts_import, response_sets_build
+from annotation.services.labeling import (
+    assignment_lease_next,
+    assignment_skip,
+    leases_expire,
+    ranking_submit,
+)
+from annotation.services.projects import (
+    guideline_acknowledge,
+    guideline_publish,
+    project_create,
+    project_update,
+)
+
+__all__ = [
+    "ImportSummary",
+    "assignment_lease_next",
+    "assignment_skip",
+    "guideline_acknowledge",
+    "guideline_publish",
+    "leases_expire",
+    "project_create",
+    "project_update",
+    "prompts_import",
+    "ranking_submit",
+    "response_sets_build",
+]

@@ -1,0 +1,104 @@
+"""Projects and guideline versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from annotation.models import Guideline, GuidelineAcknowledgement, Project, TaskMode
+from config.exceptions import ApplicationError, Conflict
+
+PROJECT_FIELDS = ("name", "description", "k", "task_mode", "overlap", "lease_minutes", "flags", "require_likert", "is_active")
+
+
+def _validate_project(project: Project) -> None:
+    if not project.name.strip():
+        raise ApplicationError("name: must not be empty.", code="invalid")
+    if not 2 <= project.k <= 9:
+        raise ApplicationError(f"k: must be between 2 and 9, got {project.k}.", code="invalid")
+    if project.task_mode not in TaskMode.values:
+        raise ApplicationError(f"task_mode: must be one of {', '.join(TaskMode.values)}.", code="invalid")
+    if project.task_mode == TaskMode.PAIRWISE and project.k != 2:
+        raise ApplicationError(f"k: pairwise projects show exactly 2 responses, got {project.k}.", code="invalid")
+    if project.overlap < 1:
+        raise ApplicationError("overlap: must be at least 1.", code="invalid")
+    if project.lease_minutes < 1:
+        raise ApplicationError("lease_minutes: must be at least 1.", code="invalid")
+    if not isinstance(project.flags, list):
+        raise ApplicationError("flags: must be a list of {key, label}.", code="invalid")
+    keys: set[str] = set()
+    for index, flag in enumerate(project.flags):
+        if not isinstance(flag, dict) or not isinstance(flag.get("key"), str) or not flag["key"].strip():
+            raise ApplicationError(f"flags[{index}]: needs a non-empty 'key' and a 'label'.", code="invalid")
+        if flag["key"] in keys:
+            raise ApplicationError(f"flags[{index}]: key '{flag['key']}' appears twice.", code="invalid")
+        keys.add(flag["key"])
+        flag.setdefault("label", flag["key"].replace("_", " ").capitalize())
+
+
+@transaction.atomic
+def project_create(*, created_by: AbstractBaseUser | None, guideline: str = "", **fields: Any) -> Project:
+    """Create a project; an initial guideline body, when given, is published as version 1."""
+    unknown = set(fields) - set(PROJECT_FIELDS)
+    if unknown:
+        raise ApplicationError(f"{sorted(unknown)[0]}: unknown project field.", code="invalid")
+    if Project.objects.filter(name=fields.get("name", "")).exists():
+        raise Conflict(f"name: a project named '{fields['name']}' already exists.", code="name_taken")
+    project = Project(created_by=created_by, **fields)
+    _validate_project(project)
+    project.save()
+    if guideline.strip():
+        guideline_publish(project=project, body=guideline, note="Initial version", published_by=created_by)
+    return project
+
+
+@transaction.atomic
+def project_update(*, project: Project, **fields: Any) -> Project:
+    """Change a project's settings. K and the task mode are fixed once response sets exist."""
+    project = Project.objects.select_for_update().get(pk=project.pk)
+    unknown = set(fields) - set(PROJECT_FIELDS)
+    if unknown:
+        raise ApplicationError(f"{sorted(unknown)[0]}: unknown project field.", code="invalid")
+    has_sets = project.response_sets.exists()
+    for field in ("k", "task_mode"):
+        if field in fields and fields[field] != getattr(project, field) and has_sets:
+            raise Conflict(
+                f"{field}: cannot change once the project has response sets.", code="project_has_response_sets"
+            )
+    if "name" in fields and Project.objects.exclude(pk=project.pk).filter(name=fields["name"]).exists():
+        raise Conflict(f"name: a project named '{fields['name']}' already exists.", code="name_taken")
+    for key, value in fields.items():
+        setattr(project, key, value)
+    _validate_project(project)
+    project.save()
+    return project
+
+
+@transaction.atomic
+def guideline_publish(
+    *, project: Project, body: str, note: str = "", published_by: AbstractBaseUser | None
+) -> Guideline:
+    """Publish the next immutable guideline version and make it the project's current one."""
+    if not body.strip():
+        raise ApplicationError("body: the guideline must not be empty.", code="invalid")
+    project = Project.objects.select_for_update().get(pk=project.pk)
+    latest = project.guidelines.aggregate(v=Max("version"))["v"] or 0
+    guideline = Guideline.objects.create(
+        project=project, version=latest + 1, body=body, note=note[:500], published_by=published_by
+    )
+    project.current_guideline = guideline
+    project.save(update_fields=["current_guideline", "updated_at"])
+    return guideline
+
+
+def guideline_acknowledge(*, guideline: Guideline, user: AbstractBaseUser) -> GuidelineAcknowledgement:
+    """Record that ``user`` has read ``guideline``. Acknowledging twice is harmless."""
+    try:
+        with transaction.atomic():
+            ack, _ = GuidelineAcknowledgement.objects.get_or_create(guideline=guideline, user=user)
+    except IntegrityError:  # a concurrent double click
+        ack = GuidelineAcknowledgement.objects.get(guideline=guideline, user=user)
+    return ack

@@ -1,0 +1,32 @@
+from django.urls import path
+
+from annotation import api
+
+urlpatterns = [
+    path("projects/", api.ProjectListCreateApi.as_view(), name="project-list"),
+    path("projects/<int:project_id>/", api.ProjectDetailApi.as_view(), name="project-detail"),
+    path("projects/<int:project_id>/stats/", api.ProjectStatsApi.as_view(), name="project-stats"),
+    path("projects/<int:project_id>/guidelines/", api.GuidelineListPublishApi.as_view(), name="guideline-list"),
+    path(
+        "projects/<int:project_id>/guidelines/<int:version>/",
+        api.GuidelineDetailApi.as_view(),
+        name="guideline-detail",
+    ),
+    path(
+        "projects/<int:project_id>/guidelines/<int:version>/acknowledge/",
+        api.GuidelineAcknowledgeApi.as_view(),
+        name="guideline-acknowledge",
+    ),
+    path("projects/<int:project_id>/import/", api.ImportApi.as_view(), name="project-import"),
+    path("projects/<int:project_id>/prompts/", api.PromptListApi.as_view(), name="prompt-list"),
+    path("projects/<int:project_id>/response-sets/", api.ResponseSetListApi.as_view(), name="response-set-list"),
+    path("projects/<int:project_id>/rankings/", api.RankingListApi.as_view(), name="ranking-list"),
+    path("projects/<int:project_id>/comparisons/", api.ComparisonListApi.as_view(), name="comparison-list"),
+    path("projects/<int:project_id>/export/", api.ExportApi.as_view(), name="project-export"),
+    path("projects/<int:project_id>/assignments/next/", api.LeaseNextApi.as_view(), name="assignment-next"),
+    path("projects/<int:project_id>/progress/", api.LabelerProgressApi.as_view(), name="labeler-progress"),
+    path("assignments/", api.AssignmentListApi.as_view(), name="assignment-list"),
+    path("assignments/<int:assignment_id>/", api.AssignmentDetailApi.as_view(), name="assignment-detail"),
+    path("assignments/<int:assignment_id>/submit/", api.RankingSubmitApi.as_view(), name="ranking-submit"),
+    path("assignments/<int:assignment_id>/skip/", api.AssignmentSkipApi.as_view(), name="assignment-skip"),
+]

@@ -1,0 +1,96 @@
+"""One application error type and the DRF handler that turns every error into a 4xx body.
+
+Every error body is ``{"detail": str, "code": str}`` plus ``"errors"`` when the problem is in
+particular fields or rows: ``[{"line": 3, "field": "responses", "message": "..."}]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class ApplicationError(Exception):
+    """A business rule said no. ``status`` is the HTTP status the API answers with."""
+
+    status: int = status.HTTP_400_BAD_REQUEST
+    code: str = "invalid"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.errors = errors or []
+
+    def as_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"detail": self.message, "code": self.code}
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+class NotFound(ApplicationError):
+    status = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+
+
+class Conflict(ApplicationError):
+    status = status.HTTP_409_CONFLICT
+    code = "conflict"
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[dict[str, Any]]:
+    """Turn DRF's nested error dict into a flat list of ``{"field", "message"}``."""
+    out: list[dict[str, Any]] = []
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key == "non_field_errors":
+                name = prefix or "non_field_errors"
+            out.extend(_flatten(value, name))
+    elif isinstance(detail, list):
+        if all(not isinstance(item, dict | list) for item in detail):
+            out.extend({"field": prefix, "message": str(item)} for item in detail)
+        else:
+            for index, item in enumerate(detail):
+                out.extend(_flatten(item, f"{prefix}[{index}]"))
+    else:
+        out.append({"field": prefix, "message": str(detail)})
+    return out
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ApplicationError):
+        return Response(exc.as_body(), status=exc.status)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if isinstance(exc, exceptions.ValidationError):
+        errors = _flatten(exc.detail)
+        first = errors[0] if errors else {"field": "", "message": "Invalid input."}
+        detail = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+        return Response({"detail": detail, "code": "invalid", "errors": errors}, status=400)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        response.data = {
+            "detail": str(exc.detail) if not isinstance(exc.detail, dict | list) else exc.default_detail,
+            "code": codes if isinstance(codes, str) else exc.default_code,
+        }
+    return response

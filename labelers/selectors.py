@@ -1,0 +1,35 @@
+"""Reads about people: roles and status."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+
+from labelers.models import LabelerProfile, LabelerStatus, Role
+
+User = get_user_model()
+
+
+def user_role(*, user: AbstractBaseUser | AnonymousUser) -> str | None:
+    """The user's role; superusers are admins; ``None`` for anonymous users and users without one."""
+    if not user.is_authenticated:
+        return None
+    profile = getattr(user, "profile", None)
+    if profile is not None:
+        return profile.role
+    if getattr(user, "is_superuser", False):
+        return Role.ADMIN
+    return None
+
+
+def user_is_active_labeler(*, user: AbstractBaseUser) -> bool:
+    profile: LabelerProfile | None = getattr(user, "profile", None)
+    return profile is not None and profile.role == Role.LABELER and profile.status == LabelerStatus.ACTIVE
+
+
+def user_list(*, role: str | None = None) -> QuerySet:
+    qs = User.objects.select_related("profile").order_by("username")
+    if role:
+        qs = qs.filter(profile__role=role)
+    return qs

@@ -1,0 +1,56 @@
+"""Writes about people: creating users with a role, changing role and status."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractUser
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from config.exceptions import ApplicationError
+from labelers.models import LabelerProfile, LabelerStatus, Role
+
+User = get_user_model()
+
+
+@transaction.atomic
+def user_create(
+    *, username: str, password: str | None, role: str = Role.LABELER, email: str = "", first_name: str = ""
+) -> AbstractUser:
+    """Create a user with a profile and an API token."""
+    if role not in Role.values:
+        raise ApplicationError(f"role: '{role}' is not one of {', '.join(Role.values)}.", code="invalid_role")
+    if User.objects.filter(username__iexact=username).exists():
+        raise ApplicationError(f"username: '{username}' is already taken.", code="username_taken")
+    user = User(username=username, email=email, first_name=first_name, is_staff=role == Role.ADMIN)
+    if password:
+        user.set_password(password)
+    else:
+        user.set_unusable_password()
+    user.save()
+    LabelerProfile.objects.create(user=user, role=role)
+    Token.objects.create(user=user)
+    return user
+
+
+@transaction.atomic
+def user_update(
+    *, user: AbstractUser, role: str | None = None, status: str | None = None, status_reason: str | None = None
+) -> AbstractUser:
+    """Change a user's role or working status (pause / reactivate)."""
+    profile, _ = LabelerProfile.objects.select_for_update().get_or_create(user=user)
+    if role is not None:
+        if role not in Role.values:
+            raise ApplicationError(f"role: '{role}' is not one of {', '.join(Role.values)}.", code="invalid_role")
+        profile.role = role
+        user.is_staff = role == Role.ADMIN or user.is_superuser
+        user.save(update_fields=["is_staff"])
+    if status is not None:
+        if status not in LabelerStatus.values:
+            raise ApplicationError(
+                f"status: '{status}' is not one of {', '.join(LabelerStatus.values)}.", code="invalid_status"
+            )
+        profile.status = status
+        profile.status_reason = status_reason or ""
+    profile.save()
+    return user

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from labelers import api
+
+urlpatterns = [
+    path("auth/token/", api.TokenObtainApi.as_view(), name="token-obtain"),
+    path("me/", api.MeApi.as_view(), name="me"),
+    path("users/", api.UserListCreateApi.as_view(), name="user-list"),
+    path("users/<int:user_id>/", api.UserUpdateApi.as_view(), name="user-update"),
+]

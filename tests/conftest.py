@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from annotation.models import Project
+from labelers.models import Role
+from tests.factories import ProjectFactory, UserFactory
+
+
+@pytest.fixture
+def make_user(db):
+    def make(role: str = Role.LABELER, **kwargs):
+        return UserFactory(role=role, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def labeler(make_user):
+    return make_user(Role.LABELER, username="lena")
+
+
+@pytest.fixture
+def admin_user(make_user):
+    return make_user(Role.ADMIN, username="ada")
+
+
+@pytest.fixture
+def ml_engineer(make_user):
+    return make_user(Role.ML_ENGINEER, username="emil")
+
+
+@pytest.fixture
+def client_for():
+    def make(user) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.force_authenticate(user=user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def project(db) -> Project:
+    return ProjectFactory(k=4, overlap=3)
