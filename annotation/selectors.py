@@ -143,3 +143,75 @@ def labeler_progress(*, project: Project, labeler: AbstractBaseUser) -> dict[str
         "done_total": mine.filter(status=AssignmentStatus.SUBMITTED).count(),
         "left": left,
     }
+
+
+def _median(values: list[int]) -> int | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) // 2
+
+
+def project_throughput(*, project: Project, days: int = 14) -> dict[str, Any]:
+    """Items per labeler per day over the last ``days`` days and the median time per item (ms)."""
+    from datetime import timedelta
+
+    since = (timezone.now() - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = Ranking.objects.filter(response_set__project=project, created_at__gte=since).values_list(
+        "labeler__username", "created_at", "time_spent_ms"
+    )
+    per_day: dict[tuple[str, Any], list[int]] = {}
+    per_labeler: dict[str, list[int]] = {}
+    all_times: list[int] = []
+    for username, created_at, time_spent_ms in rows:
+        day = timezone.localtime(created_at).date()
+        per_day.setdefault((username, day), []).append(time_spent_ms)
+        per_labeler.setdefault(username, []).append(time_spent_ms)
+        all_times.append(time_spent_ms)
+    return {
+        "since": since.date(),
+        "days": sorted(
+            (
+                {"labeler": username, "day": day, "items": len(times), "median_ms": _median(times)}
+                for (username, day), times in per_day.items()
+            ),
+            key=lambda row: (row["day"], row["labeler"]),
+            reverse=True,
+        ),
+        "labelers": [
+            {"labeler": username, "items": len(times), "median_ms": _median(times)}
+            for username, times in sorted(per_labeler.items())
+        ],
+        "items": len(all_times),
+        "median_ms": _median(all_times),
+    }
+
+
+def labeler_activity(*, user_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Per user: items submitted (today and in total), skipped, and median time per item (ms)."""
+    today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    counts = (
+        Assignment.objects.filter(labeler_id__in=user_ids)
+        .values("labeler_id")
+        .annotate(
+            submitted=Count("id", filter=Q(status=AssignmentStatus.SUBMITTED)),
+            submitted_today=Count("id", filter=Q(status=AssignmentStatus.SUBMITTED, finished_at__gte=today)),
+            skipped=Count("id", filter=Q(status=AssignmentStatus.SKIPPED)),
+        )
+    )
+    activity: dict[int, dict[str, Any]] = {
+        user_id: {"submitted": 0, "submitted_today": 0, "skipped": 0, "median_ms": None} for user_id in user_ids
+    }
+    for row in counts:
+        activity[row["labeler_id"]].update(
+            submitted=row["submitted"], submitted_today=row["submitted_today"], skipped=row["skipped"]
+        )
+    times: dict[int, list[int]] = {}
+    for labeler_id, time_spent_ms in Ranking.objects.filter(labeler_id__in=user_ids).values_list(
+        "labeler_id", "time_spent_ms"
+    ):
+        times.setdefault(labeler_id, []).append(time_spent_ms)
+    for labeler_id, values in times.items():
+        activity[labeler_id]["median_ms"] = _median(values)
+    return activity

@@ -53,4 +53,5 @@ def user_update(
         profile.status = status
         profile.status_reason = status_reason or ""
     profile.save()
+    user.profile = profile  # keep the caller's cached profile current
     return user

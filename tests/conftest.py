@@ -45,3 +45,15 @@ def client_for():
 @pytest.fixture
 def project(db) -> Project:
     return ProjectFactory(k=4, overlap=3)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    # The default PBKDF2 costs ~0.3 s per user on this machine; the tests make many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def postgres_only():
+    from django.db import connection
+
+    return pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL (set DATABASE_URL)")

@@ -1,0 +1,33 @@
+from django.urls import path
+
+from frontend.views import guidelines, labelers, labeling, pages, projects
+
+app_name = "frontend"
+
+urlpatterns = [
+    path("", labeling.home, name="home"),
+    path("logout/", pages.logout_view, name="logout"),
+    path("session/csrf/", labeling.session_csrf, name="session_csrf"),
+    path("session/login/", labeling.session_login, name="session_login"),
+    # labelers
+    path("work/<int:project_id>/", labeling.work, name="work"),
+    path("work/<int:project_id>/guideline/", labeling.guideline_acknowledge, name="guideline_ack"),
+    path("work/assignments/<int:assignment_id>/submit/", labeling.submit, name="submit"),
+    path("work/assignments/<int:assignment_id>/skip/", labeling.skip, name="skip"),
+    # admins
+    path("manage/projects/", projects.project_list, name="project_list"),
+    path("manage/projects/new/", projects.project_create, name="project_create"),
+    path("manage/projects/<int:project_id>/", projects.project_detail, name="project_detail"),
+    path("manage/projects/<int:project_id>/edit/", projects.project_edit, name="project_edit"),
+    path("manage/projects/<int:project_id>/import/", projects.project_import, name="project_import"),
+    path("manage/projects/<int:project_id>/guidelines/", guidelines.guideline_page, name="guideline_page"),
+    path(
+        "manage/projects/<int:project_id>/guidelines/<int:version>/",
+        guidelines.guideline_version,
+        name="guideline_version",
+    ),
+    path("manage/guidelines/preview/", guidelines.guideline_preview, name="guideline_preview"),
+    path("manage/labelers/", labelers.labeler_list, name="labeler_list"),
+    path("manage/labelers/<int:user_id>/", labelers.labeler_update, name="labeler_update"),
+    path("manage/<str:section>/", pages.coming, name="coming"),
+]

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up and run the product on this machine: SQLite and a filesystem Celery broker by default
+# (DATABASE_URL / REDIS_URL switch to PostgreSQL and Redis). Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+HOST="${HOST:-127.0.0.1}"
+PORT="${PORT:-8000}"
+
+scripts/setup.sh
+export DJANGO_SETTINGS_MODULE=config.settings
+PY=.venv/bin/python
+
+mkdir -p var
+$PY manage.py migrate --noinput
+$PY manage.py demo_data
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+.venv/bin/celery -A config worker -Q default,gpu --concurrency 2 --loglevel INFO >var/worker.log 2>&1 &
+pids+=($!)
+.venv/bin/celery -A config beat --loglevel INFO --schedule var/celerybeat-schedule >var/beat.log 2>&1 &
+pids+=($!)
+
+cat <<MSG
+
+  The platform is starting at  http://$HOST:$PORT/
+  API docs:                    http://$HOST:$PORT/api/v1/docs/
+  Django admin:                http://$HOST:$PORT/admin/
+
+  Logins (password: demo-password):
+    admin   (admin)         mia     (ML engineer)
+    alice, bob, carol, dan  (labelers)
+
+  Celery worker log: var/worker.log   beat log: var/beat.log   Ctrl-C stops everything.
+
+MSG
+$PY manage.py runserver "$HOST:$PORT"
