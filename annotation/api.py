@@ -25,7 +25,7 @@ from labelers.selectors import user_role
 
 def _paginate(request: Request, view: APIView, queryset: Any, serializer: type[serializers.Serializer]) -> Response:
     paginator = LimitOffsetPagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
+    page: Any = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer(page, many=True).data)
 
 
@@ -33,8 +33,8 @@ def _paginate(request: Request, view: APIView, queryset: Any, serializer: type[s
 
 
 class FlagSerializer(serializers.Serializer):
-    key = serializers.RegexField(r"^[a-z0-9_]{1,50}$")
-    label = serializers.CharField(max_length=200, required=False)
+    key = serializers.RegexField(r"^[a-z0-9_]{1,50}$")  # type: ignore[assignment]
+    label = serializers.CharField(max_length=200, required=False)  # type: ignore[assignment]
 
 
 class ProjectOutput(serializers.Serializer):
@@ -161,7 +161,9 @@ class GuidelineAcknowledgeApi(APIView):
 
     @extend_schema(
         request=None,
-        responses=inline_serializer("Acknowledgement", {"version": serializers.IntegerField(), "acknowledged_at": serializers.DateTimeField()}),
+        responses=inline_serializer(
+            "Acknowledgement", {"version": serializers.IntegerField(), "acknowledged_at": serializers.DateTimeField()}
+        ),
     )
     def post(self, request: Request, project_id: int, version: int) -> Response:
         project = selectors.project_get(project_id=project_id)
@@ -180,15 +182,32 @@ class ImportApi(APIView):
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
     @extend_schema(
-        request={"multipart/form-data": inline_serializer("ImportUpload", {"file": serializers.FileField(), "format": serializers.ChoiceField(choices=["jsonl", "csv"], required=False)})},
-        responses={201: inline_serializer("ImportSummary", {"prompts": serializers.IntegerField(), "responses": serializers.IntegerField(), "response_sets": serializers.IntegerField()})},
+        request={
+            "multipart/form-data": inline_serializer(
+                "ImportUpload",
+                {
+                    "file": serializers.FileField(),
+                    "format": serializers.ChoiceField(choices=["jsonl", "csv"], required=False),
+                },
+            )
+        },
+        responses={
+            201: inline_serializer(
+                "ImportSummary",
+                {
+                    "prompts": serializers.IntegerField(),
+                    "responses": serializers.IntegerField(),
+                    "response_sets": serializers.IntegerField(),
+                },
+            )
+        },
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get(project_id=project_id)
         upload = request.FILES.get("file")
         if upload is None:
             raise ApplicationError("file: upload a JSONL or CSV file in the 'file' field.", code="invalid")
-        fmt = request.data.get("format") or request.query_params.get("format")
+        fmt = request.POST.get("format") or request.query_params.get("format")
         if not fmt:
             name = (upload.name or "").lower()
             fmt = "csv" if name.endswith(".csv") else "jsonl" if name.endswith((".jsonl", ".json", ".ndjson")) else ""
@@ -334,7 +353,7 @@ class AssignmentOutput(serializers.Serializer):
 
     @extend_schema_field(ResponseForLabeler(many=True))
     def get_responses(self, assignment: Any) -> list[dict[str, Any]]:
-        return ResponseForLabeler(selectors.assignment_responses(assignment=assignment), many=True).data
+        return list(ResponseForLabeler(selectors.assignment_responses(assignment=assignment), many=True).data)
 
 
 class LeaseNextApi(APIView):
@@ -354,7 +373,16 @@ class LeaseNextApi(APIView):
 class LabelerProgressApi(APIView):
     permission_classes = [IsLabeler]
 
-    @extend_schema(responses=inline_serializer("LabelerProgress", {"done_today": serializers.IntegerField(), "done_total": serializers.IntegerField(), "left": serializers.IntegerField()}))
+    @extend_schema(
+        responses=inline_serializer(
+            "LabelerProgress",
+            {
+                "done_today": serializers.IntegerField(),
+                "done_total": serializers.IntegerField(),
+                "left": serializers.IntegerField(),
+            },
+        )
+    )
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get(project_id=project_id)
         return Response(selectors.labeler_progress(project=project, labeler=request.user))
@@ -429,9 +457,14 @@ class AssignmentSkipApi(APIView):
     class InputSerializer(serializers.Serializer):
         reason = serializers.CharField(max_length=1000)
 
-    @extend_schema(request=InputSerializer, responses=inline_serializer("Skipped", {"id": serializers.IntegerField(), "status": serializers.CharField()}))
+    @extend_schema(
+        request=InputSerializer,
+        responses=inline_serializer("Skipped", {"id": serializers.IntegerField(), "status": serializers.CharField()}),
+    )
     def post(self, request: Request, assignment_id: int) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        assignment = services.assignment_skip(assignment_id=assignment_id, labeler=request.user, **serializer.validated_data)
+        assignment = services.assignment_skip(
+            assignment_id=assignment_id, labeler=request.user, **serializer.validated_data
+        )
         return Response({"id": assignment.pk, "status": assignment.status})

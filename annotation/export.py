@@ -88,7 +88,9 @@ def _row(
     response_set_id: int,
     conversational: bool,
 ) -> dict[str, Any]:
-    (chosen_text, chosen_model), (rejected_text, rejected_model) = (second, first) if outcome == "b" else (first, second)
+    (chosen_text, chosen_model), (rejected_text, rejected_model) = (
+        (second, first) if outcome == "b" else (first, second)
+    )
     prompt_value, external_id, split, tags = prompt
     return {
         "prompt": prompt_value,

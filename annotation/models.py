@@ -66,9 +66,7 @@ class Project(models.Model):
             models.CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_positive"),
             models.CheckConstraint(condition=Q(lease_minutes__gte=1), name="project_lease_positive"),
             models.CheckConstraint(condition=Q(task_mode__in=TaskMode.values), name="project_task_mode_valid"),
-            models.CheckConstraint(
-                condition=~Q(task_mode=TaskMode.PAIRWISE) | Q(k=2), name="project_pairwise_has_k_2"
-            ),
+            models.CheckConstraint(condition=~Q(task_mode=TaskMode.PAIRWISE) | Q(k=2), name="project_pairwise_has_k_2"),
         ]
 
     def __str__(self) -> str:
@@ -104,6 +102,9 @@ class GuidelineAcknowledgement(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["guideline", "user"], name="ack_unique_user_guideline")]
+
+    def __str__(self) -> str:
+        return f"{self.user} read {self.guideline}"
 
 
 class Prompt(models.Model):
@@ -164,6 +165,9 @@ class Response(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"response {self.pk} ({self.origin})"
+
 
 class ResponseSetStatus(models.TextChoices):
     OPEN = "open", "Open"
@@ -187,9 +191,7 @@ class ResponseSet(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [
-            models.Index(
-                fields=["project", "status", "-submitted_count", "id"], name="responseset_queue_idx"
-            ),
+            models.Index(fields=["project", "status", "-submitted_count", "id"], name="responseset_queue_idx"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -197,6 +199,9 @@ class ResponseSet(models.Model):
             ),
             models.CheckConstraint(condition=Q(required_count__gte=1), name="responseset_required_positive"),
         ]
+
+    def __str__(self) -> str:
+        return f"set {self.pk} ({self.submitted_count}/{self.required_count})"
 
 
 class ResponseSetItem(models.Model):
@@ -210,6 +215,9 @@ class ResponseSetItem(models.Model):
             models.UniqueConstraint(fields=["response_set", "position"], name="rsitem_unique_position"),
             models.UniqueConstraint(fields=["response_set", "response"], name="rsitem_unique_response"),
         ]
+
+    def __str__(self) -> str:
+        return f"set {self.response_set_id} #{self.position}"
 
 
 class AssignmentStatus(models.TextChoices):
@@ -245,6 +253,9 @@ class Assignment(models.Model):
             models.CheckConstraint(condition=Q(status__in=AssignmentStatus.values), name="assignment_status_valid"),
         ]
 
+    def __str__(self) -> str:
+        return f"assignment {self.pk} ({self.status})"
+
 
 class PairwiseChoice(models.TextChoices):
     A = "a", "A is better"
@@ -279,6 +290,9 @@ class Ranking(models.Model):
             models.UniqueConstraint(fields=["response_set", "labeler"], name="ranking_unique_labeler_set"),
         ]
 
+    def __str__(self) -> str:
+        return f"ranking {self.pk} of set {self.response_set_id}"
+
 
 class ComparisonOutcome(models.TextChoices):
     A = "a", "A preferred"
@@ -312,6 +326,9 @@ class Comparison(models.Model):
                 name="comparison_margin_matches_outcome",
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.response_a_id} vs {self.response_b_id}: {self.outcome}"
 
     @property
     def is_tie(self) -> bool:

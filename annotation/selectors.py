@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
@@ -23,6 +22,7 @@ from annotation.models import (
     ResponseSetStatus,
 )
 from config.exceptions import NotFound
+from labelers.types import AuthUser
 
 
 def project_list(*, active_only: bool = False) -> QuerySet[Project]:
@@ -48,7 +48,7 @@ def guideline_get(*, project: Project, version: int) -> Guideline:
     return guideline
 
 
-def guideline_needs_ack(*, project: Project, user: AbstractBaseUser) -> Guideline | None:
+def guideline_needs_ack(*, project: Project, user: AuthUser) -> Guideline | None:
     """The current guideline when ``user`` has not acknowledged it yet, else ``None``."""
     guideline = project.current_guideline
     if guideline is None:
@@ -67,13 +67,13 @@ def response_set_list(*, project: Project, status: str | None = None) -> QuerySe
     return qs.filter(status=status) if status else qs
 
 
-def assignment_list(*, labeler: AbstractBaseUser, project: Project | None = None) -> QuerySet[Assignment]:
+def assignment_list(*, labeler: AuthUser, project: Project | None = None) -> QuerySet[Assignment]:
     """A labeler's own assignments, newest first."""
     qs = Assignment.objects.filter(labeler=labeler).select_related("response_set").order_by("-leased_at", "-id")
     return qs.filter(response_set__project=project) if project is not None else qs
 
 
-def assignment_get(*, assignment_id: int, labeler: AbstractBaseUser) -> Assignment:
+def assignment_get(*, assignment_id: int, labeler: AuthUser) -> Assignment:
     """One of the labeler's own assignments; someone else's is reported as not found."""
     assignment = (
         Assignment.objects.select_related("response_set__prompt", "response_set__project", "guideline")
@@ -92,11 +92,7 @@ def assignment_responses(*, assignment: Assignment) -> list[Response]:
 
 
 def ranking_list(*, project: Project) -> QuerySet[Ranking]:
-    return (
-        Ranking.objects.filter(response_set__project=project)
-        .select_related("labeler", "guideline")
-        .order_by("id")
-    )
+    return Ranking.objects.filter(response_set__project=project).select_related("labeler", "guideline").order_by("id")
 
 
 def comparison_list(*, project: Project) -> QuerySet[Comparison]:
@@ -129,13 +125,15 @@ def project_stats(*, project: Project) -> dict[str, Any]:
     }
 
 
-def labeler_progress(*, project: Project, labeler: AbstractBaseUser) -> dict[str, int]:
+def labeler_progress(*, project: Project, labeler: AuthUser) -> dict[str, int]:
     """What a labeler may see about their own work: done today, done in total, left for them."""
     today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
     mine = Assignment.objects.filter(labeler=labeler, response_set__project=project)
     left = (
         project.response_sets.filter(status=ResponseSetStatus.OPEN)
-        .exclude(assignments__labeler=labeler, assignments__status__in=[AssignmentStatus.SUBMITTED, AssignmentStatus.SKIPPED])
+        .exclude(
+            assignments__labeler=labeler, assignments__status__in=[AssignmentStatus.SUBMITTED, AssignmentStatus.SKIPPED]
+        )
         .count()
     )
     return {

@@ -61,7 +61,7 @@ def _flatten(detail: Any, prefix: str = "") -> list[dict[str, Any]]:
         for key, value in detail.items():
             name = f"{prefix}.{key}" if prefix else str(key)
             if key == "non_field_errors":
-                name = prefix or "non_field_errors"
+                name = prefix
             out.extend(_flatten(value, name))
     elif isinstance(detail, list):
         if all(not isinstance(item, dict | list) for item in detail):

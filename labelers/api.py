@@ -101,5 +101,4 @@ class UserUpdateApi(APIView):
         user = User.objects.select_related("profile").filter(pk=user_id).first()
         if user is None:
             raise NotFound(f"User {user_id} not found.")
-        user = user_update(user=user, **serializer.validated_data)
-        return Response(UserOutput(user).data)
+        return Response(UserOutput(user_update(user=user, **serializer.validated_data)).data)

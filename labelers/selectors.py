@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
 from labelers.models import LabelerProfile, LabelerStatus, Role
+from labelers.types import AuthUser
 
 User = get_user_model()
 
 
-def user_role(*, user: AbstractBaseUser | AnonymousUser) -> str | None:
+def user_role(*, user: AuthUser) -> str | None:
     """The user's role; superusers are admins; ``None`` for anonymous users and users without one."""
     if not user.is_authenticated:
         return None
@@ -23,7 +23,7 @@ def user_role(*, user: AbstractBaseUser | AnonymousUser) -> str | None:
     return None
 
 
-def user_is_active_labeler(*, user: AbstractBaseUser) -> bool:
+def user_is_active_labeler(*, user: AuthUser) -> bool:
     profile: LabelerProfile | None = getattr(user, "profile", None)
     return profile is not None and profile.role == Role.LABELER and profile.status == LabelerStatus.ACTIVE
 

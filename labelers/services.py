@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractUser
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 from config.exceptions import ApplicationError
 from labelers.models import LabelerProfile, LabelerStatus, Role
+from labelers.types import AuthUser
 
 User = get_user_model()
 
@@ -16,7 +16,7 @@ User = get_user_model()
 @transaction.atomic
 def user_create(
     *, username: str, password: str | None, role: str = Role.LABELER, email: str = "", first_name: str = ""
-) -> AbstractUser:
+) -> AuthUser:
     """Create a user with a profile and an API token."""
     if role not in Role.values:
         raise ApplicationError(f"role: '{role}' is not one of {', '.join(Role.values)}.", code="invalid_role")
@@ -35,8 +35,8 @@ def user_create(
 
 @transaction.atomic
 def user_update(
-    *, user: AbstractUser, role: str | None = None, status: str | None = None, status_reason: str | None = None
-) -> AbstractUser:
+    *, user: AuthUser, role: str | None = None, status: str | None = None, status_reason: str | None = None
+) -> AuthUser:
     """Change a user's role or working status (pause / reactivate)."""
     profile, _ = LabelerProfile.objects.select_for_update().get_or_create(user=user)
     if role is not None:

@@ -47,7 +47,9 @@ class PromptFactory(factory.django.DjangoModelFactory):
     text = factory.Sequence(lambda n: f"Prompt number {n}: explain something.")
 
 
-def response_set_create(*, project: Project, prompt: Prompt | None = None, texts: list[str] | None = None) -> ResponseSet:
+def response_set_create(
+    *, project: Project, prompt: Prompt | None = None, texts: list[str] | None = None
+) -> ResponseSet:
     """A response set of ``project.k`` responses (texts given or made up)."""
     prompt = prompt or PromptFactory(project=project)
     texts = texts or [f"Answer {i} to {prompt.external_id}" for i in range(project.k)]

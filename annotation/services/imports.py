@@ -14,6 +14,7 @@ Responses come in groups of K: each group of K becomes one response set. CSV col
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -97,7 +98,11 @@ def _csv_records(text: str) -> Iterator[tuple[int, Any, str | None]]:
         line = previous_end + 1
         previous_end = reader.line_num
         if None in record:
-            yield line, None, f"has {len(record[None]) + len(reader.fieldnames)} columns, the header has {len(reader.fieldnames)}"
+            yield (
+                line,
+                None,
+                f"has {len(record[None]) + len(reader.fieldnames)} columns, the header has {len(reader.fieldnames)}",
+            )
             continue
         row: dict[str, Any] = {}
         for key, value in record.items():
@@ -112,10 +117,8 @@ def _csv_records(text: str) -> Iterator[tuple[int, Any, str | None]]:
                 except json.JSONDecodeError as exc:
                     problem = f"{json_field}: not valid JSON ({exc.msg})"
         if isinstance(row.get("prompt"), str) and row["prompt"].lstrip().startswith("[{"):
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 row["prompt"] = json.loads(row["prompt"])
-            except json.JSONDecodeError:
-                pass
         if "tags" in row:
             row["tags"] = [tag.strip() for tag in str(row["tags"]).split(";") if tag.strip()]
         numbered = sorted(
@@ -148,9 +151,7 @@ def _parse_messages(value: Any, errors: list[tuple[str, str]], field: str) -> li
     return messages
 
 
-def _parse_row(
-    record: Any, *, line: int, project: Project, model_versions: dict[str, ModelVersion]
-) -> _Row:
+def _parse_row(record: Any, *, line: int, project: Project, model_versions: dict[str, ModelVersion]) -> _Row:
     errors: list[tuple[str, str]] = []
     if not isinstance(record, dict):
         raise _RowErrors([("", "each line must be a JSON object")])
@@ -177,7 +178,9 @@ def _parse_row(
             errors.append(("prompt", "must not be empty"))
         text = prompt
     elif isinstance(prompt, list) or chat is not None:
-        messages = _parse_messages(prompt if prompt is not None else chat, errors, "prompt" if prompt is not None else "messages")
+        messages = _parse_messages(
+            prompt if prompt is not None else chat, errors, "prompt" if prompt is not None else "messages"
+        )
     else:
         errors.append(("prompt", "is required (a string or a list of chat messages)"))
 
@@ -230,7 +233,11 @@ def _parse_row(
         responses.append({"text": response_text, "origin": origin, "model_version": version, "sampling": sampling})
     if raw_responses and len(raw_responses) % project.k:
         errors.append(
-            ("responses", f"expected a multiple of K={project.k} responses (one response set per {project.k}), got {len(raw_responses)}")
+            (
+                "responses",
+                f"expected a multiple of K={project.k} responses (one response set per {project.k}), "
+                f"got {len(raw_responses)}",
+            )
         )
     if errors:
         raise _RowErrors(errors)
@@ -261,7 +268,9 @@ def prompts_import(*, project: Project, content: bytes | str, fmt: str) -> Impor
                 row_errors.extend(exc.errors)
             else:
                 if row.external_id in seen:
-                    row_errors.append(("external_id", f"'{row.external_id}' also appears on line {seen[row.external_id]}"))
+                    row_errors.append(
+                        ("external_id", f"'{row.external_id}' also appears on line {seen[row.external_id]}")
+                    )
                 else:
                     seen[row.external_id] = line
                     rows.append(row)
@@ -280,7 +289,11 @@ def prompts_import(*, project: Project, content: bytes | str, fmt: str) -> Impor
         if row.external_id in existing:
             bad_lines += 1
             errors.append(
-                {"line": row.line, "field": "external_id", "message": f"'{row.external_id}' already exists in this project"}
+                {
+                    "line": row.line,
+                    "field": "external_id",
+                    "message": f"'{row.external_id}' already exists in this project",
+                }
             )
     if errors:
         errors.sort(key=lambda error: error["line"])
@@ -353,7 +366,7 @@ def response_sets_build(*, project: Project, prompt_ids: list[int] | None = None
         batch_size=1000,
     )
     rng = random.Random()
-    items = []
+    items: list[ResponseSetItem] = []
     for response_set, (_, ids) in zip(sets, groups, strict=True):
         shuffled = list(ids)
         rng.shuffle(shuffled)  # the stored position is not the display order; each assignment reshuffles

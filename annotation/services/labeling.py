@@ -14,7 +14,6 @@ from datetime import timedelta
 from itertools import combinations
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, F, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -37,12 +36,13 @@ from annotation.models import (
 )
 from config.exceptions import ApplicationError, Conflict, NotFound
 from labelers.models import LabelerStatus, Role
+from labelers.types import AuthUser
 
 MAX_COMMENT = 5000
 LEASE_ATTEMPTS = 5
 
 
-def _check_labeler(*, user: AbstractBaseUser, project: Project) -> None:
+def _check_labeler(*, user: AuthUser, project: Project) -> None:
     profile = getattr(user, "profile", None)
     if profile is None or profile.role != Role.LABELER:
         raise ApplicationError("Only labelers take items.", code="not_a_labeler", status=403)
@@ -70,7 +70,7 @@ def _slots_taken(response_set: ResponseSet, now: Any, *, exclude_assignment: int
     return response_set.submitted_count + leases.count()
 
 
-def assignment_lease_next(*, project: Project, labeler: AbstractBaseUser) -> Assignment | None:
+def assignment_lease_next(*, project: Project, labeler: AuthUser) -> Assignment | None:
     """Lease the next response set to ``labeler``: their current lease if they hold one, else the
     open set nearest completion that they have never had. ``None`` when no work is left."""
     _check_labeler(user=labeler, project=project)
@@ -83,7 +83,7 @@ def assignment_lease_next(*, project: Project, labeler: AbstractBaseUser) -> Ass
     return None
 
 
-def _lease_once(*, project: Project, labeler: AbstractBaseUser) -> Assignment | None | bool:
+def _lease_once(*, project: Project, labeler: AuthUser) -> Assignment | bool | None:
     now = timezone.now()
     mine = Assignment.objects.filter(labeler=labeler, response_set__project=project)
     current = mine.filter(status=AssignmentStatus.LEASED, expires_at__gt=now).order_by("leased_at").first()
@@ -163,7 +163,8 @@ def _validate_ranks(raw: Any, response_ids: list[int], k: int) -> dict[int, int]
     used = sorted(set(ranks.values()))
     if used != list(range(1, len(used) + 1)):
         raise ApplicationError(
-            f"ranks: ranks must be dense (1, 2, 3, ... with ties sharing a rank and no gaps); got {', '.join(map(str, used))}.",
+            "ranks: ranks must be dense (1, 2, 3, ... with ties sharing a rank and no gaps); "
+            f"got {', '.join(map(str, used))}.",
             code="invalid",
         )
     return ranks
@@ -180,7 +181,8 @@ def _validate_scores(raw: Any, response_ids: list[int], *, required: bool) -> di
             raise ApplicationError(f"scores: response {key} is not in this response set.", code="invalid")
         if isinstance(value, bool) or not isinstance(value, int) or not LIKERT_MIN <= value <= LIKERT_MAX:
             raise ApplicationError(
-                f"scores.{key}: must be a whole number from {LIKERT_MIN} to {LIKERT_MAX}, got {value!r}.", code="invalid"
+                f"scores.{key}: must be a whole number from {LIKERT_MIN} to {LIKERT_MAX}, got {value!r}.",
+                code="invalid",
             )
         scores[str(int(key))] = value
     if required:
@@ -239,7 +241,7 @@ def _comparisons(*, ranking: Ranking, ranks: dict[int, int], both_bad: bool) -> 
 def ranking_submit(
     *,
     assignment_id: int,
-    labeler: AbstractBaseUser,
+    labeler: AuthUser,
     idempotency_key: str,
     ranks: Any = None,
     choice: str | None = None,
@@ -251,7 +253,9 @@ def ranking_submit(
     """Submit a ranking and derive its C(K,2) comparisons. Returns ``(ranking, created)``; a repeat
     with the same idempotency key returns the first ranking unchanged."""
     if not isinstance(idempotency_key, str) or not idempotency_key.strip() or len(idempotency_key) > 100:
-        raise ApplicationError("idempotency_key: a non-empty string of at most 100 characters is required.", code="invalid")
+        raise ApplicationError(
+            "idempotency_key: a non-empty string of at most 100 characters is required.", code="invalid"
+        )
     previous = Ranking.objects.filter(labeler=labeler, idempotency_key=idempotency_key).first()
     if previous is not None:
         if previous.assignment_id != assignment_id:
@@ -281,7 +285,7 @@ def ranking_submit(
 def _ranking_submit(
     *,
     assignment_id: int,
-    labeler: AbstractBaseUser,
+    labeler: AuthUser,
     idempotency_key: str,
     ranks: Any,
     choice: str | None,
@@ -381,7 +385,7 @@ def _ranking_submit(
 
 
 @transaction.atomic
-def assignment_skip(*, assignment_id: int, labeler: AbstractBaseUser, reason: str) -> Assignment:
+def assignment_skip(*, assignment_id: int, labeler: AuthUser, reason: str) -> Assignment:
     """Give an item back with a reason; the labeler will not get it again."""
     if not isinstance(reason, str) or not reason.strip():
         raise ApplicationError("reason: say why you skip this item.", code="invalid")

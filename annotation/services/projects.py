@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from annotation.models import Guideline, GuidelineAcknowledgement, Project, TaskMode
 from config.exceptions import ApplicationError, Conflict
+from labelers.types import AuthUser
 
-PROJECT_FIELDS = ("name", "description", "k", "task_mode", "overlap", "lease_minutes", "flags", "require_likert", "is_active")
+PROJECT_FIELDS = (
+    "name",
+    "description",
+    "k",
+    "task_mode",
+    "overlap",
+    "lease_minutes",
+    "flags",
+    "require_likert",
+    "is_active",
+)
 
 
 def _validate_project(project: Project) -> None:
@@ -40,7 +50,7 @@ def _validate_project(project: Project) -> None:
 
 
 @transaction.atomic
-def project_create(*, created_by: AbstractBaseUser | None, guideline: str = "", **fields: Any) -> Project:
+def project_create(*, created_by: AuthUser | None, guideline: str = "", **fields: Any) -> Project:
     """Create a project; an initial guideline body, when given, is published as version 1."""
     unknown = set(fields) - set(PROJECT_FIELDS)
     if unknown:
@@ -78,23 +88,22 @@ def project_update(*, project: Project, **fields: Any) -> Project:
 
 
 @transaction.atomic
-def guideline_publish(
-    *, project: Project, body: str, note: str = "", published_by: AbstractBaseUser | None
-) -> Guideline:
+def guideline_publish(*, project: Project, body: str, note: str = "", published_by: AuthUser | None) -> Guideline:
     """Publish the next immutable guideline version and make it the project's current one."""
     if not body.strip():
         raise ApplicationError("body: the guideline must not be empty.", code="invalid")
-    project = Project.objects.select_for_update().get(pk=project.pk)
-    latest = project.guidelines.aggregate(v=Max("version"))["v"] or 0
+    locked = Project.objects.select_for_update().get(pk=project.pk)
+    latest = locked.guidelines.aggregate(v=Max("version"))["v"] or 0
     guideline = Guideline.objects.create(
-        project=project, version=latest + 1, body=body, note=note[:500], published_by=published_by
+        project=locked, version=latest + 1, body=body, note=note[:500], published_by=published_by
     )
-    project.current_guideline = guideline
-    project.save(update_fields=["current_guideline", "updated_at"])
+    locked.current_guideline = guideline
+    locked.save(update_fields=["current_guideline", "updated_at"])
+    project.current_guideline = guideline  # keep the caller's instance current
     return guideline
 
 
-def guideline_acknowledge(*, guideline: Guideline, user: AbstractBaseUser) -> GuidelineAcknowledgement:
+def guideline_acknowledge(*, guideline: Guideline, user: AuthUser) -> GuidelineAcknowledgement:
     """Record that ``user`` has read ``guideline``. Acknowledging twice is harmless."""
     try:
         with transaction.atomic():

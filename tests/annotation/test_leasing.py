@@ -19,7 +19,9 @@ pytestmark = pytest.mark.django_db
 
 def _submit(assignment, labeler, key=None):
     ranks = {pk: i + 1 for i, pk in enumerate(assignment.display_order)}
-    return ranking_submit(assignment_id=assignment.pk, labeler=labeler, idempotency_key=key or f"k{assignment.pk}", ranks=ranks)
+    return ranking_submit(
+        assignment_id=assignment.pk, labeler=labeler, idempotency_key=key or f"k{assignment.pk}", ranks=ranks
+    )
 
 
 def _expire(assignment):

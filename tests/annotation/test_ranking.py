@@ -68,7 +68,9 @@ def test_pairwise_choice_becomes_one_comparison(labeler, choice, outcome_for_fir
 def test_double_submit_with_same_key_gives_one_ranking(labeler, project):
     assignment = _leased(project, labeler)
     ranks = {pk: i + 1 for i, pk in enumerate(assignment.display_order)}
-    first, created_first = ranking_submit(assignment_id=assignment.pk, labeler=labeler, idempotency_key="same", ranks=ranks)
+    first, created_first = ranking_submit(
+        assignment_id=assignment.pk, labeler=labeler, idempotency_key="same", ranks=ranks
+    )
     second, created_second = ranking_submit(
         assignment_id=assignment.pk, labeler=labeler, idempotency_key="same", ranks=ranks
     )
@@ -92,11 +94,26 @@ def test_resubmit_with_other_key_is_409(labeler, project):
 @pytest.mark.parametrize(
     ("make_ranks", "message"),
     [
-        (lambda ids: {ids[0]: 1, ids[1]: 2, ids[2]: 3}, "ranks: response {3} has no rank; every response of the set needs one."),
-        (lambda ids: {ids[0]: 1, ids[1]: 2, ids[2]: 3, ids[3]: 3, 999999: 4}, "ranks: response 999999 is not in this response set."),
-        (lambda ids: {ids[0]: 1, ids[1]: 3, ids[2]: 3, ids[3]: 4}, "ranks: ranks must be dense (1, 2, 3, ... with ties sharing a rank and no gaps); got 1, 3, 4."),
-        (lambda ids: {ids[0]: 0, ids[1]: 1, ids[2]: 2, ids[3]: 3}, "ranks.{0}: must be a whole number from 1 to 4, got 0."),
-        (lambda ids: {ids[0]: "1", ids[1]: 1, ids[2]: 2, ids[3]: 3}, "ranks.{0}: must be a whole number from 1 to 4, got '1'."),
+        (
+            lambda ids: {ids[0]: 1, ids[1]: 2, ids[2]: 3},
+            "ranks: response {3} has no rank; every response of the set needs one.",
+        ),
+        (
+            lambda ids: {ids[0]: 1, ids[1]: 2, ids[2]: 3, ids[3]: 3, 999999: 4},
+            "ranks: response 999999 is not in this response set.",
+        ),
+        (
+            lambda ids: {ids[0]: 1, ids[1]: 3, ids[2]: 3, ids[3]: 4},
+            "ranks: ranks must be dense (1, 2, 3, ... with ties sharing a rank and no gaps); got 1, 3, 4.",
+        ),
+        (
+            lambda ids: {ids[0]: 0, ids[1]: 1, ids[2]: 2, ids[3]: 3},
+            "ranks.{0}: must be a whole number from 1 to 4, got 0.",
+        ),
+        (
+            lambda ids: {ids[0]: "1", ids[1]: 1, ids[2]: 2, ids[3]: 3},
+            "ranks.{0}: must be a whole number from 1 to 4, got '1'.",
+        ),
     ],
 )
 def test_bad_ranks_are_rejected_with_the_field(labeler, project, make_ranks, message):
@@ -116,10 +133,14 @@ def test_scores_and_flags_are_validated_and_stored(labeler, project):
     ids = [int(pk) for pk in assignment.display_order]
     ranks = {pk: 1 for pk in ids}
     with pytest.raises(ApplicationError) as exc:
-        ranking_submit(assignment_id=assignment.pk, labeler=labeler, idempotency_key="x", ranks=ranks, scores={ids[0]: 8})
+        ranking_submit(
+            assignment_id=assignment.pk, labeler=labeler, idempotency_key="x", ranks=ranks, scores={ids[0]: 8}
+        )
     assert exc.value.message == f"scores.{ids[0]}: must be a whole number from 1 to 7, got 8."
     with pytest.raises(ApplicationError) as exc:
-        ranking_submit(assignment_id=assignment.pk, labeler=labeler, idempotency_key="x", ranks=ranks, flags={ids[1]: ["rude"]})
+        ranking_submit(
+            assignment_id=assignment.pk, labeler=labeler, idempotency_key="x", ranks=ranks, flags={ids[1]: ["rude"]}
+        )
     assert exc.value.message.startswith(f"flags.{ids[1]}: 'rude' is not a flag of this project (fails_instruction, ")
     ranking, _ = ranking_submit(
         assignment_id=assignment.pk,
@@ -147,7 +168,10 @@ def test_ranking_records_the_guideline_version_it_was_leased_under(labeler, admi
     assignment = _leased(project, labeler)
     guideline_publish(project=project, body="Prefer short honest answers.", published_by=admin_user)
     ranking, _ = ranking_submit(
-        assignment_id=assignment.pk, labeler=labeler, idempotency_key="g", ranks={pk: 1 for pk in assignment.display_order}
+        assignment_id=assignment.pk,
+        labeler=labeler,
+        idempotency_key="g",
+        ranks={pk: 1 for pk in assignment.display_order},
     )
     assert ranking.guideline.version == 1
     project.refresh_from_db()
