@@ -1,0 +1,1 @@
+"""Quality: inter-annotator agreement, gold items, labeler reliability, consensus and review."""
