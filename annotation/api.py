@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
@@ -17,7 +17,8 @@ from rest_framework.views import APIView
 from annotation import selectors, services
 from annotation.export import EXPORT_MODES, preferences_export_jsonl
 from annotation.models import PairwiseChoice, Split, TaskMode
-from config.exceptions import ApplicationError
+from annotation.quality.selectors import CSV_TABLES, agreement_report_latest, agreement_table_csv
+from config.exceptions import ApplicationError, Conflict
 from labelers.models import Role
 from labelers.permissions import HasAnyRole, IsAdmin, IsLabeler, IsStaff
 from labelers.selectors import user_role
@@ -468,3 +469,45 @@ class AssignmentSkipApi(APIView):
             assignment_id=assignment_id, labeler=request.user, **serializer.validated_data
         )
         return Response({"id": assignment.pk, "status": assignment.status})
+
+
+# --- quality --------------------------------------------------------------------------------------
+
+
+class AgreementApi(APIView):
+    """The stored agreement report and how fresh it is (computed by a worker, never per request)."""
+
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        return Response(agreement_report_latest(project=project))
+
+
+class AgreementRefreshApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get(project_id=project_id)
+        from annotation.tasks import agreement_refresh
+
+        result = agreement_refresh.delay(project.pk, True)
+        return Response({"status": "queued", "task_id": result.id}, status=status.HTTP_202_ACCEPTED)
+
+
+class AgreementCsvApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
+    def get(self, request: Request, project_id: int, table: str) -> HttpResponse:
+        project = selectors.project_get(project_id=project_id)
+        if table not in CSV_TABLES:
+            raise ApplicationError(f"table: must be one of {', '.join(CSV_TABLES)}, got {table!r}.", code="invalid")
+        latest = agreement_report_latest(project=project)
+        if latest["report"] is None:
+            raise Conflict("The agreement report has not been computed yet.", code="report_missing")
+        response = HttpResponse(agreement_table_csv(report=latest["report"], table=table), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="project-{project.pk}-{table}.csv"'
+        return response

@@ -337,3 +337,21 @@ class Comparison(models.Model):
     @property
     def preferred_id(self) -> int | None:
         return {"a": self.response_a_id, "b": self.response_b_id}.get(self.outcome)
+
+
+class AgreementReport(models.Model):
+    """A stored agreement report; pages and the API read the newest one and say how fresh it is."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="agreement_reports")
+    computed_at = models.DateTimeField(auto_now_add=True)
+    # The newest ranking the report saw: a newer ranking makes the report stale.
+    last_ranking_id = models.BigIntegerField(default=0)
+    seconds = models.FloatField(default=0.0)
+    data = models.JSONField()
+
+    class Meta:
+        ordering = ["-computed_at", "-id"]
+        indexes = [models.Index(fields=["project", "-computed_at"], name="agreementreport_latest_idx")]
+
+    def __str__(self) -> str:
+        return f"agreement of {self.project} at {self.computed_at:%Y-%m-%d %H:%M}"

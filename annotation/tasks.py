@@ -1,5 +1,7 @@
 from celery import shared_task
 
+from annotation.models import Project
+from annotation.quality.services import agreement_report_refresh
 from annotation.services import leases_expire as leases_expire_service
 
 
@@ -13,3 +15,22 @@ def leases_expire() -> int:
 def ping() -> str:
     """A worker liveness check used by the smoke tests and the run script."""
     return "pong"
+
+
+@shared_task(name="annotation.tasks.agreement_refresh", time_limit=600, soft_time_limit=540)
+def agreement_refresh(project_id: int, force: bool = False) -> int | None:
+    """Recompute one project's agreement report if rankings arrived since the last one."""
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return None
+    report = agreement_report_refresh(project=project, force=force)
+    return report.pk if report else None
+
+
+@shared_task(name="annotation.tasks.agreement_refresh_all")
+def agreement_refresh_all() -> int:
+    """Beat: queue a refresh for every active project (each one skips if fresh)."""
+    ids = list(Project.objects.filter(is_active=True).values_list("id", flat=True))
+    for project_id in ids:
+        agreement_refresh.delay(project_id)
+    return len(ids)

@@ -157,11 +157,16 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER",
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "expire-stale-leases": {"task": "annotation.tasks.leases_expire", "schedule": 60.0},
+    "refresh-agreement-reports": {"task": "annotation.tasks.agreement_refresh_all", "schedule": 300.0},
 }
 
 # Annotation defaults.
 ANNOTATION_DEFAULT_OVERLAP = env.int("ANNOTATION_DEFAULT_OVERLAP", default=3)
 ANNOTATION_DEFAULT_LEASE_MINUTES = env.int("ANNOTATION_DEFAULT_LEASE_MINUTES", default=30)
+# Quality: the agreement report is refreshed by a worker shortly after rankings arrive.
+QUALITY_REFRESH_ON_SUBMIT = env.bool("QUALITY_REFRESH_ON_SUBMIT", default=True)
+QUALITY_REFRESH_DELAY_S = env.int("QUALITY_REFRESH_DELAY_S", default=30)
+QUALITY_BOOTSTRAP_RESAMPLES = env.int("QUALITY_BOOTSTRAP_RESAMPLES", default=1000)
 ARTIFACTS_ROOT = Path(env("ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts")))
 
 LOGGING = {

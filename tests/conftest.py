@@ -51,6 +51,8 @@ def project(db) -> Project:
 def _fast_password_hasher(settings):
     # The default PBKDF2 costs ~0.3 s per user on this machine; the tests make many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Tests that want the worker-side agreement refresh turn it on themselves.
+    settings.QUALITY_REFRESH_ON_SUBMIT = False
 
 
 def postgres_only():

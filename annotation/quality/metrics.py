@@ -176,9 +176,12 @@ def krippendorff_alpha(value_counts: NDArray, *, level: str, value_domain: list[
     pairable = counts[counts.sum(axis=1) >= 2]
     if pairable.shape[0] == 0 or (pairable.sum(axis=0) > 0).sum() < 2:
         return None
-    return float(
-        krippendorff.alpha(value_counts=pairable, value_domain=value_domain, level_of_measurement=level)
+    alpha = krippendorff.alpha(
+        value_counts=pairable,
+        value_domain=value_domain,
+        level_of_measurement=level,  # type: ignore[arg-type]
     )
+    return float(alpha)
 
 
 def _distance(level: str, domain: NDArray, marginals: NDArray) -> NDArray:
@@ -231,22 +234,27 @@ def kendalls_w(ranks: NDArray, group: NDArray) -> tuple[IntArray, NDArray]:
     from scipy.stats import rankdata
 
     ranks = np.asarray(ranks, dtype=np.float64)
+    midranks = rankdata(ranks, method="average", axis=1)  # W needs mid-ranks for ties
+    k = ranks.shape[1]
+    tie_term = np.zeros(ranks.shape[0])
+    for value in range(1, k + 1):
+        size = (ranks == value).sum(axis=1)
+        tie_term += size**3 - size
+    return kendalls_w_from_midranks(midranks, tie_term, np.asarray(group, dtype=np.int64))
+
+
+def kendalls_w_from_midranks(midranks: NDArray, tie_term: NDArray, group: NDArray) -> tuple[IntArray, NDArray]:
+    """Kendall's W per group from mid-ranks (rankings x K) and each ranking's sum of (t^3 - t)."""
+    midranks = np.asarray(midranks, dtype=np.float64)
     group = np.asarray(group, dtype=np.int64)
-    avg = rankdata(ranks, method="average", axis=1)  # W needs mid-ranks for ties
-    k = avg.shape[1]
+    k = midranks.shape[1]
     order = np.argsort(group, kind="stable")
-    g, avg, dense = group[order], avg[order], ranks[order]
+    g, midranks, tie_term = group[order], midranks[order], np.asarray(tie_term, dtype=np.float64)[order]
     ids, starts, m = np.unique(g, return_index=True, return_counts=True)
-    column_sums = np.add.reduceat(avg, starts, axis=0)  # (groups, K)
+    column_sums = np.add.reduceat(midranks, starts, axis=0)  # (groups, K)
     mean = m * (k + 1) / 2.0
     s = ((column_sums - mean[:, None]) ** 2).sum(axis=1)
-    # Tie correction: T = sum over tie groups of (t^3 - t), per ranking, summed per group.
-    t = np.zeros(dense.shape[0])
-    for value in range(1, k + 1):
-        size = (dense == value).sum(axis=1)
-        t += size**3 - size
-    t_sum = np.add.reduceat(t, starts)
-    denominator = m**2 * (k**3 - k) - m * t_sum
+    denominator = m**2 * (k**3 - k) - m * np.add.reduceat(tie_term, starts)
     with np.errstate(divide="ignore", invalid="ignore"):
         w = np.where((m >= 2) & (denominator > 0), 12.0 * s / denominator, np.nan)
     return ids.astype(np.int64), w

@@ -34,6 +34,7 @@ from annotation.models import (
     ResponseSetStatus,
     TaskMode,
 )
+from annotation.quality.services import agreement_refresh_schedule
 from config.exceptions import ApplicationError, Conflict, NotFound
 from labelers.models import LabelerStatus, Role
 from labelers.types import AuthUser
@@ -381,6 +382,8 @@ def _ranking_submit(
         response_set.status = ResponseSetStatus.COMPLETE
         response_set.completed_at = now
         response_set.save(update_fields=["status", "completed_at"])
+    project_id = project.pk
+    transaction.on_commit(lambda: agreement_refresh_schedule(project_id=project_id))
     return ranking, True
 
 

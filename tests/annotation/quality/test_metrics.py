@@ -107,7 +107,7 @@ def test_kendall_tau_from_comparisons_matches_scipy():
     for _ in range(20):
         r1, r2 = rng.integers(1, 4, k), rng.integers(1, 4, k)
         unit, lab, code, ranking = [], [], [], []
-        for index, (i, j) in enumerate((i, j) for i in range(k) for j in range(i + 1, k)):
+        for index, (i, j) in enumerate((p, q) for p in range(k) for q in range(p + 1, k)):
             for labeler, r in ((0, r1), (1, r2)):
                 unit.append(index)
                 lab.append(labeler)

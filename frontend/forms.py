@@ -1,0 +1,89 @@
+"""Forms of the admin pages. They check the shape of the input; the services own the rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from annotation.models import TaskMode
+from labelers.models import Role
+
+
+class ProjectForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    k = forms.IntegerField(label="K (responses per set)", min_value=2, max_value=9, initial=4)
+    task_mode = forms.ChoiceField(label="Task mode", choices=TaskMode.choices, initial=TaskMode.RANK)
+    overlap = forms.IntegerField(
+        min_value=1, max_value=50, initial=3, help_text="Distinct labelers who must submit each response set."
+    )
+    lease_minutes = forms.IntegerField(
+        label="Lease (minutes)",
+        min_value=1,
+        max_value=24 * 60,
+        initial=30,
+        help_text="How long a labeler holds an item.",
+    )
+    flags = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 8, "class": "mono"}),
+        help_text="One flag per line: key | label (for example: hallucination | Makes up facts).",
+    )
+    require_likert = forms.BooleanField(label="Require a Likert score (1-7) for every response", required=False)
+    is_active = forms.BooleanField(label="Active (labelers can take items)", required=False, initial=True)
+    guideline = forms.CharField(
+        label="Guideline (published as version 1)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="Markdown. Later versions are published from the guideline page.",
+    )
+
+    def clean_flags(self) -> list[dict[str, str]]:
+        flags = []
+        for number, raw in enumerate(self.cleaned_data["flags"].splitlines(), start=1):
+            if not raw.strip():
+                continue
+            key, _, label = raw.partition("|")
+            key = key.strip()
+            if not key.replace("_", "").isalnum() or key != key.lower():
+                raise forms.ValidationError(
+                    f"Line {number}: the key '{key}' may hold only lower-case letters, digits and underscores."
+                )
+            flags.append({"key": key, "label": label.strip() or key.replace("_", " ").capitalize()})
+        return flags
+
+    @staticmethod
+    def flags_text(flags: list[dict[str, Any]]) -> str:
+        return "\n".join(f"{flag['key']} | {flag.get('label', '')}" for flag in flags)
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="JSONL (one prompt per line) or CSV; the format follows the file name.")
+
+    def fmt(self) -> str:
+        name = self.cleaned_data["file"].name.lower()
+        return "csv" if name.endswith(".csv") else "jsonl"
+
+
+class GuidelineForm(forms.Form):
+    body = forms.CharField(widget=forms.Textarea(attrs={"rows": 22, "class": "mono"}))
+    note = forms.CharField(max_length=500, required=False, help_text="What changed in this version; labelers see it.")
+
+
+class LabelerCreateForm(forms.Form):
+    username = forms.RegexField(r"^[\w.@+-]{1,150}$", max_length=150)
+    email = forms.EmailField(required=False)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.LABELER)
+    password = forms.CharField(
+        required=False,
+        min_length=8,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Leave empty to invite: you get a link where they set their own password.",
+    )
+
+
+class LabelerUpdateForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices, required=False)
+    status = forms.ChoiceField(choices=[("active", "Active"), ("paused", "Paused")], required=False)
+    status_reason = forms.CharField(max_length=500, required=False)

@@ -1,0 +1,130 @@
+"""Admin pages for projects: list, create, edit, import, progress and throughput."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from annotation import selectors, services
+from annotation.models import Project, default_flags
+from config.exceptions import ApplicationError
+from frontend.forms import ImportForm, ProjectForm
+from frontend.views.common import current_user, is_admin, is_htmx, role_required
+from labelers.models import Role
+
+PROJECT_SERVICE_FIELDS = (
+    "name",
+    "description",
+    "k",
+    "task_mode",
+    "overlap",
+    "lease_minutes",
+    "flags",
+    "require_likert",
+    "is_active",
+)
+
+
+def attach_service_error(form: forms.Form, exc: ApplicationError) -> None:
+    """Show a service's ``"field: message"`` error next to that field when the form has it."""
+    field, sep, message = exc.message.partition(": ")
+    if sep and field in form.fields:
+        form.add_error(field, message)
+    else:
+        form.add_error(None, exc.message)
+
+
+@role_required(Role.ADMIN, Role.ML_ENGINEER)
+def project_list(request: HttpRequest) -> HttpResponse:
+    rows = [
+        {"project": project, "stats": selectors.project_stats(project=project)} for project in selectors.project_list()
+    ]
+    return render(request, "frontend/projects/list.html", {"rows": rows, "can_edit": is_admin(request)})
+
+
+@role_required(Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+def project_create(request: HttpRequest) -> HttpResponse:
+    form = ProjectForm(request.POST or None, initial={"flags": ProjectForm.flags_text(default_flags())})
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            project = services.project_create(
+                created_by=current_user(request),
+                guideline=data["guideline"],
+                **{field: data[field] for field in PROJECT_SERVICE_FIELDS},
+            )
+        except ApplicationError as exc:
+            attach_service_error(form, exc)
+        else:
+            messages.success(request, f"Project '{project.name}' created.")
+            return redirect("frontend:project_detail", project_id=project.pk)
+    return render(request, "frontend/projects/form.html", {"form": form, "project": None})
+
+
+@role_required(Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = selectors.project_get(project_id=project_id)
+    initial: dict[str, Any] = {field: getattr(project, field) for field in PROJECT_SERVICE_FIELDS}
+    initial["flags"] = ProjectForm.flags_text(project.flags)
+    form = ProjectForm(request.POST or None, initial=initial)
+    del form.fields["guideline"]  # later versions are published from the guideline page
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.project_update(
+                project=project, **{field: form.cleaned_data[field] for field in PROJECT_SERVICE_FIELDS}
+            )
+        except ApplicationError as exc:
+            attach_service_error(form, exc)
+        else:
+            messages.success(request, "Project settings saved.")
+            return redirect("frontend:project_detail", project_id=project.pk)
+    return render(request, "frontend/projects/form.html", {"form": form, "project": project})
+
+
+def _detail_context(request: HttpRequest, project: Project) -> dict[str, Any]:
+    return {
+        "project": project,
+        "stats": selectors.project_stats(project=project),
+        "throughput": selectors.project_throughput(project=project),
+        "import_form": ImportForm(),
+        "can_edit": is_admin(request),
+    }
+
+
+@role_required(Role.ADMIN, Role.ML_ENGINEER)
+def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = selectors.project_get(project_id=project_id)
+    return render(request, "frontend/projects/detail.html", _detail_context(request, project))
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def project_import(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Upload prompts and responses; answers with a summary or the per-line error report."""
+    project = selectors.project_get(project_id=project_id)
+    form = ImportForm(request.POST, request.FILES)
+    report: dict[str, Any] = {}
+    status = 200
+    if not form.is_valid():
+        report = {"detail": "Choose a file to import.", "errors": []}
+        status = 400
+    else:
+        try:
+            summary = services.prompts_import(project=project, content=form.cleaned_data["file"].read(), fmt=form.fmt())
+        except ApplicationError as exc:
+            report = {"detail": exc.message, "errors": exc.errors}
+            status = exc.status
+        else:
+            report = {"summary": summary, "filename": form.cleaned_data["file"].name}
+    if is_htmx(request):
+        return render(request, "frontend/projects/_import_report.html", {"report": report}, status=status)
+    context = _detail_context(request, project)
+    context["report"] = report
+    return render(request, "frontend/projects/detail.html", context, status=status)
