@@ -49,6 +49,19 @@ class Project(models.Model):
     flags = models.JSONField(default=default_flags, blank=True)
     require_likert = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
+    # Quality controls.
+    gold_rate = models.FloatField(default=0.0, help_text="Share of items that are gold (0..1).")
+    qualification_items = models.PositiveSmallIntegerField(
+        default=0, help_text="Gold items a new labeler ranks before real work (0: no qualification)."
+    )
+    qualification_threshold = models.FloatField(default=0.7, help_text="Gold accuracy needed to qualify.")
+    reliability_threshold = models.FloatField(
+        default=0.0, help_text="Labelers whose reliability falls below this are paused (0: never)."
+    )
+    reliability_min_labels = models.PositiveIntegerField(
+        default=60, help_text="Comparisons a labeler needs before reliability can pause them."
+    )
+    review_kendall_w = models.FloatField(default=0.3, help_text="Sets with Kendall's W below this go to review.")
     current_guideline = models.ForeignKey(
         "annotation.Guideline", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -169,6 +182,13 @@ class Response(models.Model):
         return f"response {self.pk} ({self.origin})"
 
 
+class ReviewState(models.TextChoices):
+    NONE = "", "Not in review"
+    NEEDS_REVIEW = "needs_review", "Needs review"
+    ACCEPTED = "accepted", "Consensus accepted"
+    MORE_LABELS = "more_labels", "More labels asked"
+
+
 class ResponseSetStatus(models.TextChoices):
     OPEN = "open", "Open"
     COMPLETE = "complete", "Complete"
@@ -187,6 +207,11 @@ class ResponseSet(models.Model):
     submitted_count = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # Gold: a reference ranking {"<response id>": rank}. Gold sets are mixed into queues at the
+    # project's gold rate, look like any other item, and never fill up.
+    is_gold = models.BooleanField(default=False)
+    gold_ranks = models.JSONField(null=True, blank=True)
+    review_state = models.CharField(max_length=16, choices=ReviewState.choices, default="", blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -198,6 +223,9 @@ class ResponseSet(models.Model):
                 condition=Q(submitted_count__lte=F("required_count")), name="responseset_overlap_not_exceeded"
             ),
             models.CheckConstraint(condition=Q(required_count__gte=1), name="responseset_required_positive"),
+            models.CheckConstraint(
+                condition=Q(is_gold=False) | Q(gold_ranks__isnull=False), name="responseset_gold_has_ranks"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -355,3 +383,24 @@ class AgreementReport(models.Model):
 
     def __str__(self) -> str:
         return f"agreement of {self.project} at {self.computed_at:%Y-%m-%d %H:%M}"
+
+
+class ConsensusSource(models.TextChoices):
+    MODEL = "model", "Bradley-Terry over the labelers' comparisons"
+    REVIEW = "review", "Accepted by an admin in review"
+    GOLD = "gold", "The gold reference"
+
+
+class ResponseSetConsensus(models.Model):
+    """The agreed order of one response set and how sure we are of it."""
+
+    response_set = models.OneToOneField(ResponseSet, on_delete=models.CASCADE, related_name="consensus")
+    ranks = models.JSONField()  # {"<response id>": dense rank}
+    scores = models.JSONField(default=dict)  # {"<response id>": Bradley-Terry strength (log scale)}
+    confidence = models.FloatField(help_text="Share of the set's labels that agree with this order.")
+    source = models.CharField(max_length=8, choices=ConsensusSource.choices, default=ConsensusSource.MODEL)
+    accepted_ranking = models.ForeignKey(Ranking, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"consensus of set {self.response_set_id} ({self.source}, {self.confidence:.2f})"

@@ -325,14 +325,25 @@ def compute_report(
     return report
 
 
-def project_report(*, project: Project, bootstrap: int = 1000) -> dict[str, Any]:
-    """Load a project's comparisons and compute its report."""
+@dataclass
+class QualityResult:
+    report: dict[str, Any]
+    consensus: dict[str, np.ndarray]
+    labelers: dict[int, dict[str, Any]]
+
+
+def project_quality(*, project: Project, bootstrap: int = 1000) -> QualityResult:
+    """Load a project's comparisons once; compute the agreement report, the consensus of every
+    set and every labeler's quality figures."""
     from django.contrib.auth import get_user_model
+
+    from labelers.models import LabelerQuality
 
     started = time.perf_counter()
     labels = load_labels(project.pk)
+    meta = load_ranking_meta(project)
     loaded = time.perf_counter() - started
-    labeler_ids = np.unique(labels.labeler).tolist()
+    labeler_ids = np.unique(np.concatenate([labels.labeler, meta.labeler])).tolist()
     usernames = dict(get_user_model().objects.filter(pk__in=labeler_ids).values_list("pk", "username"))
     set_tags = {
         set_id: tags
@@ -340,6 +351,211 @@ def project_report(*, project: Project, bootstrap: int = 1000) -> dict[str, Any]
         if tags
     }
     report = compute_report(labels, k=project.k, usernames=usernames, set_tags=set_tags, bootstrap=bootstrap)
+    consensus = compute_consensus(labels, project.k) if len(labels) else {}
+    labelers = compute_labeler_quality(labels, meta, consensus) if len(labels) else {}
+    gold = {
+        row["labeler_id"]: row
+        for row in LabelerQuality.objects.filter(project=project).values(
+            "labeler_id", "gold_items", "gold_pairs", "gold_pairs_agreed", "qualification"
+        )
+    }
+    for row in report["by_labeler"]:
+        figures = labelers.get(row["labeler_id"], {})
+        row.update({key: figures.get(key) for key in LABELER_COLUMNS})
+        g: dict[str, Any] = gold.get(row["labeler_id"], {})
+        row["gold_items"] = g.get("gold_items", 0)
+        row["gold_accuracy"] = _rate(g.get("gold_pairs_agreed", 0), g.get("gold_pairs", 0))
+        row["qualification"] = g.get("qualification", "not_required")
+    if len(labels):
+        report["headline"]["consensus_confidence_mean"] = {"value": _round(float(consensus["confidence"].mean()))}
     report["load_seconds"] = round(loaded, 3)
+    report["seconds"] = round(time.perf_counter() - started, 3)
     report["computed_at"] = timezone.now().isoformat()
-    return report
+    return QualityResult(report=report, consensus=consensus, labelers=labelers)
+
+
+def project_report(*, project: Project, bootstrap: int = 1000) -> dict[str, Any]:
+    """The agreement report alone (see ``project_quality``)."""
+    return project_quality(project=project, bootstrap=bootstrap).report
+
+
+LABELER_COLUMNS = (
+    "reliability",
+    "agreement_with_consensus",
+    "position_bias",
+    "fast_items",
+    "intransitive_cycles",
+    "median_time_ms",
+)
+
+
+@dataclass
+class RankingMeta:
+    """One entry per ranking."""
+
+    ranking: np.ndarray
+    labeler: np.ndarray
+    time_ms: np.ndarray
+    prompt: np.ndarray
+    display: np.ndarray  # rankings x K response ids in the order the labeler saw them
+
+
+def load_ranking_meta(project: Project) -> RankingMeta:
+    from annotation.models import Ranking
+
+    rows = list(
+        Ranking.objects.filter(response_set__project=project)
+        .order_by("id")
+        .values_list("id", "labeler_id", "time_spent_ms", "response_set__prompt_id", "display_order")
+        .iterator(chunk_size=20000)
+    )
+    k = project.k
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return RankingMeta(empty, empty, empty, empty, np.zeros((0, k), dtype=np.int64))
+    ids, labelers, times, prompts, display = zip(*rows, strict=True)
+    return RankingMeta(
+        ranking=np.array(ids, dtype=np.int64),
+        labeler=np.array(labelers, dtype=np.int64),
+        time_ms=np.array(times, dtype=np.int64),
+        prompt=np.array(prompts, dtype=np.int64),
+        display=np.array([[int(x) for x in order] for order in display], dtype=np.int64).reshape(-1, k),
+    )
+
+
+def compute_consensus(labels: Labels, k: int) -> dict[str, np.ndarray]:
+    """Bradley-Terry per response set, all sets at once (MM iterations on sets x K x K arrays).
+
+    Returns per set: ids, response ids (sets x K), scores, dense ranks, confidence (the share of
+    the set's labels that agree with the consensus order), and per label whether it agrees."""
+    keys = np.stack([np.concatenate([labels.set_id, labels.set_id]), np.concatenate([labels.a, labels.b])], axis=1)
+    uniq, item = np.unique(keys, axis=0, return_inverse=True)
+    item = item.reshape(-1)
+    set_ids = uniq[::k, 0]
+    responses = uniq[:, 1].reshape(-1, k)
+    n_sets = set_ids.size
+    n = len(labels)
+    set_index = item[:n] // k
+    ia, ib = item[:n] % k, item[n:] % k
+    wins = np.zeros((n_sets, k, k))
+    a_score = np.where(labels.code == 1, 1.0, np.where(labels.code == 0, 0.5, 0.0))
+    np.add.at(wins, (set_index, ia, ib), a_score)
+    np.add.at(wins, (set_index, ib, ia), 1.0 - a_score)
+    prior = 1.0 / (k - 1)  # one virtual tie against every other item keeps unbeaten items finite
+    games = wins + wins.transpose(0, 2, 1) + prior
+    eye = np.eye(k, dtype=bool)
+    games[:, eye] = 0.0
+    total_wins = wins.sum(axis=2) + 0.5
+    p = np.ones((n_sets, k))
+    for _ in range(200):
+        denominator = (games / (p[:, :, None] + p[:, None, :])).sum(axis=2)
+        p_new = total_wins / denominator
+        p_new /= np.exp(np.log(p_new).mean(axis=1, keepdims=True))
+        converged = np.abs(p_new - p).max() < 1e-9
+        p = p_new
+        if converged:
+            break
+    scores = np.log(p)
+    # Dense ranks from scores, equal (within 1e-6) scores share a rank.
+    rounded = np.round(scores, 6)
+    earlier = np.tril(np.ones((k, k), dtype=bool), -1)  # earlier[j, j'] = j' < j
+    equal = rounded[:, :, None] == rounded[:, None, :]
+    first_of_value = ~(equal & earlier[None]).any(axis=2)  # (sets, K)
+    higher = rounded[:, None, :] > rounded[:, :, None]  # higher[s, i, j] = v_j > v_i
+    ranks = (higher & first_of_value[:, None, :]).sum(axis=2) + 1
+    consensus_code = np.sign(rounded[set_index, ia] - rounded[set_index, ib]).astype(np.int64)
+    agrees = consensus_code == labels.code
+    confidence = np.bincount(set_index, weights=agrees, minlength=n_sets) / np.maximum(
+        np.bincount(set_index, minlength=n_sets), 1
+    )
+    return {
+        "set_ids": set_ids,
+        "responses": responses,
+        "scores": scores,
+        "ranks": ranks,
+        "confidence": confidence,
+        "label_agrees": agrees,
+    }
+
+
+def compute_labeler_quality(
+    labels: Labels, meta: RankingMeta, consensus: dict[str, np.ndarray]
+) -> dict[int, dict[str, Any]]:
+    """Per labeler: reliability (one-coin Dawid-Skene), agreement with consensus, position bias,
+    suspiciously fast items, intransitive cycles, median time per item."""
+    from annotation.quality.reliability import one_coin_dawid_skene
+
+    out: dict[int, dict[str, Any]] = {}
+    if len(labels) == 0:
+        return out
+    unit = _units(labels)
+    fit = one_coin_dawid_skene(unit, labels.labeler, labels.code)
+    n_lab = int(max(labels.labeler.max(), meta.labeler.max() if meta.labeler.size else 0)) + 1
+    agrees = np.bincount(labels.labeler, weights=consensus["label_agrees"], minlength=n_lab)
+    counts = np.bincount(labels.labeler, minlength=n_lab)
+
+    # Position bias: among decided pairs, how often the response shown first wins.
+    k = meta.display.shape[1]
+    position_key = np.repeat(meta.ranking, k) * (1 << 32) + meta.display.reshape(-1)
+    position = np.tile(np.arange(k), meta.ranking.size)
+    order = np.argsort(position_key)
+    position_key, position = position_key[order], position[order]
+
+    def _position(response: np.ndarray) -> np.ndarray:
+        found = np.searchsorted(position_key, labels.ranking * (1 << 32) + response)
+        return position[np.minimum(found, position.size - 1)]
+
+    a_first = _position(labels.a) < _position(labels.b)
+    decided = labels.code != 0
+    first_won = decided & (a_first == (labels.code == 1))
+    first_wins = np.bincount(labels.labeler, weights=first_won, minlength=n_lab)
+    decided_n = np.bincount(labels.labeler, weights=decided, minlength=n_lab)
+
+    median_all = float(np.median(meta.time_ms)) if meta.time_ms.size else 0.0
+    fast_threshold = min(FAST_ITEM_MS, 0.25 * median_all) if median_all else 0.0
+    fast = np.bincount(meta.labeler, weights=meta.time_ms < fast_threshold, minlength=n_lab)
+
+    cycles = _intransitive_cycles(labels, meta)
+    skill = dict(zip(fit.labeler.tolist(), fit.skill.tolist(), strict=True))
+    for labeler in np.unique(np.concatenate([labels.labeler, meta.labeler])).tolist():
+        times = meta.time_ms[meta.labeler == labeler]
+        out[labeler] = {
+            "reliability": _round(skill.get(labeler)),
+            "comparisons": int(counts[labeler]),
+            "agreement_with_consensus": _rate(agrees[labeler], counts[labeler]),
+            "position_bias": _rate(first_wins[labeler], decided_n[labeler]),
+            "fast_items": int(fast[labeler]),
+            "intransitive_cycles": cycles.get(labeler, 0),
+            "median_time_ms": int(np.median(times)) if times.size else None,
+        }
+    return out
+
+
+def _intransitive_cycles(labels: Labels, meta: RankingMeta) -> dict[int, int]:
+    """Directed 3-cycles in each labeler's decisions on one prompt across several response sets
+    (a single ranking cannot contain one; pairwise items over shared responses can)."""
+    prompt_of_ranking = dict(zip(meta.ranking.tolist(), meta.prompt.tolist(), strict=True))
+    per_prompt = np.array([prompt_of_ranking.get(r, -1) for r in np.unique(labels.ranking).tolist()])
+    first = np.unique(labels.ranking, return_index=True)[1]
+    key = labels.labeler[first] * (1 << 32) + per_prompt
+    _, counts = np.unique(key, return_counts=True)
+    if counts.size == 0 or counts.max() < 2:
+        return {}
+    repeated = set(np.unique(key)[counts >= 2].tolist())
+    prompt_of_label = np.array([prompt_of_ranking.get(r, -1) for r in labels.ranking.tolist()])
+    label_key = labels.labeler * (1 << 32) + prompt_of_label
+    out: dict[int, int] = defaultdict(int)
+    for group in repeated:
+        mask = (label_key == group) & (labels.code != 0)
+        edges = {
+            (int(a), int(b)) if code == 1 else (int(b), int(a))
+            for a, b, code in zip(labels.a[mask], labels.b[mask], labels.code[mask], strict=True)
+        }
+        nodes = sorted({n for edge in edges for n in edge})
+        found = 0
+        for x in nodes:
+            for y in nodes:
+                if (x, y) in edges:
+                    found += sum(1 for z in nodes if x < y and x < z and (y, z) in edges and (z, x) in edges)
+        out[int(group >> 32)] += found
+    return dict(out)

@@ -13,7 +13,23 @@ from annotation.models import AgreementReport, Project, Ranking
 
 # Column order per table (JSON storage on PostgreSQL does not keep key order).
 CSV_COLUMNS = {
-    "by_labeler": ["labeler_id", "username", "percent_agreement", "pairs", "comparisons", "rankings"],
+    "by_labeler": [
+        "labeler_id",
+        "username",
+        "percent_agreement",
+        "pairs",
+        "comparisons",
+        "rankings",
+        "agreement_with_consensus",
+        "gold_items",
+        "gold_accuracy",
+        "qualification",
+        "reliability",
+        "position_bias",
+        "fast_items",
+        "intransitive_cycles",
+        "median_time_ms",
+    ],
     "by_labeler_pair": ["a", "b", "percent_agreement", "pairs", "cohens_kappa"],
     "by_guideline_version": ["version", "percent_agreement", "pairs", "comparisons"],
     "by_tag": ["tag", "percent_agreement", "pairs", "sets"],

@@ -4,35 +4,130 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from annotation.models import AgreementReport, Project, Ranking
-from annotation.quality.report import project_report
+from annotation.models import (
+    AgreementReport,
+    ConsensusSource,
+    Project,
+    Ranking,
+    ResponseSet,
+    ResponseSetConsensus,
+    ResponseSetStatus,
+    ReviewState,
+)
+from annotation.quality.report import project_quality
+from config.exceptions import ApplicationError, Conflict
+from labelers.models import LabelerQuality, LabelerStatus, QualificationState
+from labelers.services import user_update
+from labelers.types import AuthUser
 
 logger = logging.getLogger(__name__)
-KEEP_REPORTS = 50  # history kept per project (for the over-time view of old reports)
+KEEP_REPORTS = 50
+AUTO_PAUSE_PREFIX = "Automatic:"  # history kept per project (for the over-time view of old reports)
 
 
 def agreement_report_refresh(*, project: Project, force: bool = False) -> AgreementReport | None:
-    """Recompute the project's report when rankings arrived since the last one (or ``force``).
-    Returns the new report, or ``None`` when the stored one is still fresh."""
+    """Recompute the project's quality when rankings arrived since the last report (or ``force``):
+    the agreement report, every set's consensus, every labeler's figures, the review queue and
+    automatic pauses. Returns the new report, or ``None`` when the stored one is still fresh."""
     last_ranking = Ranking.objects.filter(response_set__project=project).aggregate(m=Max("id"))["m"] or 0
     latest = AgreementReport.objects.filter(project=project).only("last_ranking_id").first()
     if not force and latest is not None and latest.last_ranking_id >= last_ranking:
         return None
     started = time.perf_counter()
-    data = project_report(project=project, bootstrap=settings.QUALITY_BOOTSTRAP_RESAMPLES)
-    report = AgreementReport.objects.create(
-        project=project, last_ranking_id=last_ranking, seconds=time.perf_counter() - started, data=data
-    )
-    stale = AgreementReport.objects.filter(project=project).values_list("id", flat=True)[KEEP_REPORTS:]
-    AgreementReport.objects.filter(id__in=list(stale)).delete()
+    result = project_quality(project=project, bootstrap=settings.QUALITY_BOOTSTRAP_RESAMPLES)
+    with transaction.atomic():
+        _store_consensus(project=project, consensus=result.consensus)
+        _store_labeler_quality(project=project, labelers=result.labelers)
+        low = [row["response_set_id"] for row in result.report["low_agreement_sets"]]
+        ResponseSet.objects.filter(project=project, id__in=low, review_state="").update(
+            review_state=ReviewState.NEEDS_REVIEW
+        )
+        report = AgreementReport.objects.create(
+            project=project, last_ranking_id=last_ranking, seconds=time.perf_counter() - started, data=result.report
+        )
+        stale = AgreementReport.objects.filter(project=project).values_list("id", flat=True)[KEEP_REPORTS:]
+        AgreementReport.objects.filter(id__in=list(stale)).delete()
     logger.info(
-        "agreement report for project %s: %d comparisons in %.2f s", project.pk, data["n_comparisons"], report.seconds
+        "quality of project %s: %d comparisons in %.2f s",
+        project.pk,
+        result.report["n_comparisons"],
+        report.seconds,
     )
     return report
+
+
+def _store_consensus(*, project: Project, consensus: dict[str, Any]) -> None:
+    if not consensus:
+        return
+    kept = set(
+        ResponseSetConsensus.objects.filter(response_set__project=project)
+        .exclude(source=ConsensusSource.MODEL)
+        .values_list("response_set_id", flat=True)
+    )
+    ResponseSetConsensus.objects.filter(response_set__project=project, source=ConsensusSource.MODEL).delete()
+    rows = []
+    for set_id, responses, scores, ranks, confidence in zip(
+        consensus["set_ids"].tolist(),
+        consensus["responses"].tolist(),
+        consensus["scores"].tolist(),
+        consensus["ranks"].tolist(),
+        consensus["confidence"].tolist(),
+        strict=True,
+    ):
+        if set_id in kept:
+            continue  # an admin's review or a gold reference outranks the model
+        rows.append(
+            ResponseSetConsensus(
+                response_set_id=set_id,
+                ranks={str(r): int(rank) for r, rank in zip(responses, ranks, strict=True)},
+                scores={str(r): round(float(score), 6) for r, score in zip(responses, scores, strict=True)},
+                confidence=round(float(confidence), 6),
+            )
+        )
+    ResponseSetConsensus.objects.bulk_create(rows, batch_size=5000)
+
+
+def _store_labeler_quality(*, project: Project, labelers: dict[int, dict[str, Any]]) -> None:
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects.select_related("profile").in_bulk(list(labelers))
+    for labeler_id, figures in labelers.items():
+        user = users.get(labeler_id)
+        if user is None:
+            continue
+        quality = labeler_quality_get(project=project, labeler=user, lock=True)
+        for key, value in figures.items():
+            setattr(quality, key, value)
+        quality.save()
+        _auto_pause(project=project, user=user, quality=quality)
+
+
+def _auto_pause(*, project: Project, user: Any, quality: LabelerQuality) -> None:
+    """Pause a labeler whose reliability fell below the project's threshold, saying why."""
+    threshold = project.reliability_threshold
+    profile = getattr(user, "profile", None)
+    if (
+        not threshold
+        or quality.override
+        or quality.reliability is None
+        or quality.comparisons < project.reliability_min_labels
+        or profile is None
+        or profile.status != LabelerStatus.ACTIVE
+        or quality.reliability >= threshold
+    ):
+        return
+    reason = (
+        f"{AUTO_PAUSE_PREFIX} reliability {quality.reliability:.2f} on '{project.name}' is below "
+        f"{threshold:.2f} (over {quality.comparisons} comparisons)."
+    )
+    user_update(user=user, status=LabelerStatus.PAUSED, status_reason=reason[:500])
+    logger.info("paused labeler %s: %s", user.pk, reason)
 
 
 def agreement_refresh_schedule(*, project_id: int) -> None:
@@ -45,3 +140,128 @@ def agreement_refresh_schedule(*, project_id: int) -> None:
         agreement_refresh.apply_async(args=[project_id], countdown=settings.QUALITY_REFRESH_DELAY_S)
     except Exception:  # a broker outage must never fail a labeler's submit
         logger.exception("could not schedule the agreement refresh of project %s", project_id)
+
+
+def labeler_quality_get(*, project: Project, labeler: AuthUser, lock: bool = False) -> LabelerQuality:
+    """The labeler's standing on the project, created on first use (pending qualification when the
+    project asks for it)."""
+    qs = LabelerQuality.objects.select_for_update() if lock else LabelerQuality.objects
+    initial = QualificationState.PENDING if project.qualification_items else QualificationState.NOT_REQUIRED
+    try:
+        quality, _ = qs.get_or_create(project=project, labeler=labeler, defaults={"qualification": initial})
+    except IntegrityError:  # created by a concurrent request
+        quality = qs.get(project=project, labeler=labeler)
+    return quality
+
+
+def _pairs_agreeing(ranks: dict[int, int], reference: dict[str, int]) -> tuple[int, int]:
+    ids = sorted(ranks)
+    agreed = total = 0
+    for i, a in enumerate(ids):
+        for b in ids[i + 1 :]:
+            mine = (ranks[a] > ranks[b]) - (ranks[a] < ranks[b])
+            ref_a, ref_b = reference.get(str(a)), reference.get(str(b))
+            if ref_a is None or ref_b is None:
+                continue
+            theirs = (ref_a > ref_b) - (ref_a < ref_b)
+            total += 1
+            agreed += mine == theirs
+    return agreed, total
+
+
+@transaction.atomic
+def gold_result_record(
+    *, project: Project, labeler: AuthUser, ranks: dict[int, int], gold_ranks: dict[str, int]
+) -> LabelerQuality:
+    """Score one gold ranking against its reference (pairs, a tie agrees only with a tie) and settle
+    the labeler's qualification once they have ranked enough gold."""
+    quality = labeler_quality_get(project=project, labeler=labeler, lock=True)
+    agreed, total = _pairs_agreeing(ranks, gold_ranks)
+    quality.gold_items += 1
+    quality.gold_pairs += total
+    quality.gold_pairs_agreed += agreed
+    if quality.qualification == QualificationState.PENDING and quality.gold_items >= project.qualification_items:
+        accuracy = quality.gold_accuracy or 0.0
+        quality.qualification = (
+            QualificationState.QUALIFIED if accuracy >= project.qualification_threshold else QualificationState.FAILED
+        )
+    quality.save()
+    return quality
+
+
+@transaction.atomic
+def response_set_make_gold(*, response_set: ResponseSet, ranks: dict[str, int] | None = None) -> ResponseSet:
+    """Make a set gold with a reference ranking, or, without one, with its consensus (which must be
+    confident: at least the project's qualification threshold)."""
+    if ranks is None:
+        consensus = ResponseSetConsensus.objects.filter(response_set=response_set).first()
+        if consensus is None:
+            raise Conflict("ranks: this set has no consensus yet; give a reference ranking.", code="no_consensus")
+        if consensus.confidence < response_set.project.qualification_threshold:
+            raise Conflict(
+                f"ranks: the consensus confidence {consensus.confidence:.2f} is below "
+                f"{response_set.project.qualification_threshold:.2f}; give a reference ranking.",
+                code="consensus_too_weak",
+            )
+        ranks = consensus.ranks
+    response_ids = [int(pk) for pk in response_set.items.values_list("response_id", flat=True)]
+    clean = {str(k): v for k, v in _validate_reference(ranks, response_ids, response_set.project.k).items()}
+    response_set.is_gold = True
+    response_set.gold_ranks = clean
+    response_set.save(update_fields=["is_gold", "gold_ranks"])
+    return response_set
+
+
+def _validate_reference(ranks: Any, response_ids: list[int], k: int) -> dict[int, int]:
+    from annotation.services.labeling import _validate_ranks
+
+    return _validate_ranks(ranks, response_ids, k)
+
+
+@transaction.atomic
+def review_accept(*, response_set: ResponseSet, ranking: Ranking) -> ResponseSetConsensus:
+    """An admin takes one labeler's ranking as the set's consensus."""
+    if ranking.response_set_id != response_set.pk:
+        raise ApplicationError("ranking_id: that ranking belongs to another response set.", code="invalid")
+    consensus, _ = ResponseSetConsensus.objects.update_or_create(
+        response_set=response_set,
+        defaults={
+            "ranks": ranking.ranks,
+            "scores": {},
+            "confidence": 1.0,
+            "source": ConsensusSource.REVIEW,
+            "accepted_ranking": ranking,
+        },
+    )
+    response_set.review_state = ReviewState.ACCEPTED
+    response_set.save(update_fields=["review_state"])
+    return consensus
+
+
+@transaction.atomic
+def review_request_more_labels(*, response_set: ResponseSet) -> ResponseSet:
+    """One more labeler for this set: overlap + 1, back in the queue."""
+    locked = ResponseSet.objects.select_for_update().get(pk=response_set.pk)
+    locked.required_count += 1
+    locked.status = ResponseSetStatus.OPEN
+    locked.completed_at = None
+    locked.review_state = ReviewState.MORE_LABELS
+    locked.save(update_fields=["required_count", "status", "completed_at", "review_state"])
+    return locked
+
+
+@transaction.atomic
+def labeler_quality_override(*, project: Project, labeler: AuthUser, override: bool) -> LabelerQuality:
+    """An admin lets a labeler work despite the automatic checks (or withdraws that)."""
+    quality = labeler_quality_get(project=project, labeler=labeler, lock=True)
+    quality.override = override
+    quality.save(update_fields=["override", "updated_at"])
+    profile = getattr(labeler, "profile", None)
+    if (
+        override
+        and profile is not None
+        and profile.status == LabelerStatus.PAUSED
+        and profile.status_reason.startswith(AUTO_PAUSE_PREFIX)
+    ):
+        user_update(user=labeler, status=LabelerStatus.ACTIVE, status_reason="")
+    return quality

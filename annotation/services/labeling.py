@@ -34,13 +34,13 @@ from annotation.models import (
     ResponseSetStatus,
     TaskMode,
 )
-from annotation.quality.services import agreement_refresh_schedule
+from annotation.quality.services import agreement_refresh_schedule, gold_result_record, labeler_quality_get
 from config.exceptions import ApplicationError, Conflict, NotFound
-from labelers.models import LabelerStatus, Role
+from labelers.models import LabelerStatus, QualificationState, Role
 from labelers.types import AuthUser
 
 MAX_COMMENT = 5000
-LEASE_ATTEMPTS = 5
+LEASE_ATTEMPTS = 20
 
 
 def _check_labeler(*, user: AuthUser, project: Project) -> None:
@@ -52,6 +52,14 @@ def _check_labeler(*, user: AuthUser, project: Project) -> None:
         raise ApplicationError(f"Your account is paused{reason}.", code="labeler_paused", status=403)
     if not project.is_active:
         raise Conflict(f"Project '{project.name}' is not active.", code="project_inactive")
+    quality = labeler_quality_get(project=project, labeler=user) if project.qualification_items else None
+    if quality is not None and quality.qualification == QualificationState.FAILED and not quality.override:
+        raise ApplicationError(
+            f"You did not qualify for '{project.name}' (gold accuracy {quality.gold_accuracy:.0%}, "
+            f"{project.qualification_threshold:.0%} needed). An admin can let you in.",
+            code="not_qualified",
+            status=403,
+        )
     guideline = project.current_guideline
     if guideline is not None and not GuidelineAcknowledgement.objects.filter(guideline=guideline, user=user).exists():
         raise Conflict(
@@ -102,21 +110,38 @@ def _lease_once(*, project: Project, labeler: AuthUser) -> Assignment | bool | N
     had_it = Assignment.objects.filter(response_set=OuterRef("pk"), labeler=labeler).exclude(
         status=AssignmentStatus.EXPIRED
     )
-    candidate = (
-        ResponseSet.objects.filter(project=project, status=ResponseSetStatus.OPEN)
+    qualifying = False
+    if project.qualification_items:
+        quality = labeler_quality_get(project=project, labeler=labeler)
+        qualifying = quality.qualification == QualificationState.PENDING and not quality.override
+    if qualifying or (project.gold_rate > 0 and random.random() < project.gold_rate):
+        gold = ResponseSet.objects.filter(project=project, is_gold=True).exclude(Exists(had_it)).order_by("?").first()
+        if gold is not None:
+            return _assign(project=project, labeler=labeler, response_set=gold, now=now)
+        if qualifying:
+            return None  # no gold left to qualify on: nothing this labeler may take yet
+    candidates = (
+        ResponseSet.objects.filter(project=project, status=ResponseSetStatus.OPEN, is_gold=False)
         .exclude(Exists(had_it))
         .alias(active=Coalesce(active_count, Value(0)))
         .filter(required_count__gt=F("submitted_count") + F("active"))
         .order_by("-submitted_count", "id")
-        .select_for_update(skip_locked=True, of=("self",))
-        .first()
     )
+    candidate = candidates.select_for_update(skip_locked=True, of=("self",)).first()
     if candidate is None:
-        return None
+        # Every open set may just be locked by other labelers' leases in flight: wait for one
+        # instead of telling this labeler there is no work.
+        candidate = candidates.select_for_update(of=("self",)).first()
+        if candidate is None:
+            return None
     # Recount under the lock: a lease committed after this statement's snapshot is visible now.
     if _slots_taken(candidate, now) >= candidate.required_count:
         return False
+    return _assign(project=project, labeler=labeler, response_set=candidate, now=now)
 
+
+def _assign(*, project: Project, labeler: AuthUser, response_set: ResponseSet, now: Any) -> Assignment:
+    candidate = response_set
     order = list(candidate.items.values_list("response_id", flat=True))
     random.shuffle(order)
     expires = now + timedelta(minutes=project.lease_minutes)
@@ -343,7 +368,7 @@ def _ranking_submit(
     response_set = ResponseSet.objects.select_for_update().get(pk=assignment.response_set_id)
     now = timezone.now()
     late = assignment.status == AssignmentStatus.EXPIRED or assignment.expires_at <= now
-    if late:
+    if late and not response_set.is_gold:  # gold sets never fill up
         still_needed = response_set.status == ResponseSetStatus.OPEN and (
             _slots_taken(response_set, now, exclude_assignment=assignment.pk) < response_set.required_count
         )
@@ -375,6 +400,11 @@ def _ranking_submit(
     assignment.status = AssignmentStatus.SUBMITTED
     assignment.finished_at = now
     assignment.save(update_fields=["status", "finished_at"])
+    if response_set.is_gold:
+        gold_result_record(
+            project=project, labeler=labeler, ranks=ranks_by_id, gold_ranks=response_set.gold_ranks or {}
+        )
+        return ranking, True
     response_set.submitted_count = F("submitted_count") + 1
     response_set.save(update_fields=["submitted_count"])
     response_set.refresh_from_db(fields=["submitted_count"])

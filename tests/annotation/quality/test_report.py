@@ -98,7 +98,10 @@ def test_refresh_stores_once_and_the_api_says_how_fresh(worked, client_for, ml_e
     csv_response = client.get(f"/api/v1/projects/{worked.pk}/agreement/by_labeler.csv")
     assert csv_response.status_code == 200
     lines = csv_response.content.decode().splitlines()
-    assert lines[0] == "labeler_id,username,percent_agreement,pairs,comparisons,rankings"
+    assert lines[0] == (
+        "labeler_id,username,percent_agreement,pairs,comparisons,rankings,agreement_with_consensus,gold_items,"
+        "gold_accuracy,qualification,reliability,position_bias,fast_items,intransitive_cycles,median_time_ms"
+    )
     assert len(lines) == 4
     assert client.get(f"/api/v1/projects/{worked.pk}/agreement/nope.csv").status_code == 400
     assert client_for(labeler).get(f"/api/v1/projects/{worked.pk}/agreement/").status_code == 403
