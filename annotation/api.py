@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from annotation import selectors, services
 from annotation.export import EXPORT_MODES, preferences_export_jsonl
 from annotation.models import PairwiseChoice, Split, TaskMode
+from annotation.quality import services as quality_services
 from annotation.quality.selectors import CSV_TABLES, agreement_report_latest, agreement_table_csv
 from config.exceptions import ApplicationError, Conflict
 from labelers.models import Role
@@ -49,6 +50,12 @@ class ProjectOutput(serializers.Serializer):
     flags = FlagSerializer(many=True)
     require_likert = serializers.BooleanField()
     is_active = serializers.BooleanField()
+    gold_rate = serializers.FloatField()
+    qualification_items = serializers.IntegerField()
+    qualification_threshold = serializers.FloatField()
+    reliability_threshold = serializers.FloatField()
+    reliability_min_labels = serializers.IntegerField()
+    review_kendall_w = serializers.FloatField()
     current_guideline_version = serializers.IntegerField(source="current_guideline.version", allow_null=True)
     created_at = serializers.DateTimeField()
 
@@ -63,6 +70,12 @@ class ProjectInput(serializers.Serializer):
     flags = FlagSerializer(many=True, required=False)
     require_likert = serializers.BooleanField(required=False)
     is_active = serializers.BooleanField(required=False)
+    gold_rate = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    qualification_items = serializers.IntegerField(min_value=0, max_value=100, required=False)
+    qualification_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    reliability_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    reliability_min_labels = serializers.IntegerField(min_value=1, required=False)
+    review_kendall_w = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
     guideline = serializers.CharField(required=False, allow_blank=True, help_text="Published as version 1.")
 
 
@@ -511,3 +524,119 @@ class AgreementCsvApi(APIView):
         response = HttpResponse(agreement_table_csv(report=latest["report"], table=table), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="project-{project.pk}-{table}.csv"'
         return response
+
+
+def _project_set(project_id: int, set_id: int) -> Any:
+    from annotation.models import ResponseSet
+
+    response_set = ResponseSet.objects.select_related("project").filter(pk=set_id, project_id=project_id).first()
+    if response_set is None:
+        raise ApplicationError(
+            f"Response set {set_id} not found in project {project_id}.", code="not_found", status=404
+        )
+    return response_set
+
+
+class GoldApi(APIView):
+    """Make a response set gold: with a reference ranking, or with its confident consensus."""
+
+    permission_classes = [IsAdmin]
+
+    class InputSerializer(serializers.Serializer):
+        ranks = serializers.JSONField(required=False, help_text='{"<response id>": rank}; omit to use the consensus')
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=inline_serializer(
+            "Gold", {"response_set_id": serializers.IntegerField(), "gold_ranks": serializers.JSONField()}
+        ),
+    )
+    def post(self, request: Request, project_id: int, set_id: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        response_set = quality_services.response_set_make_gold(
+            response_set=_project_set(project_id, set_id), ranks=serializer.validated_data.get("ranks")
+        )
+        return Response({"response_set_id": response_set.pk, "gold_ranks": response_set.gold_ranks})
+
+
+class ReviewAcceptApi(APIView):
+    permission_classes = [IsAdmin]
+
+    class InputSerializer(serializers.Serializer):
+        ranking_id = serializers.IntegerField()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=inline_serializer(
+            "Consensus",
+            {
+                "response_set_id": serializers.IntegerField(),
+                "ranks": serializers.JSONField(),
+                "source": serializers.CharField(),
+            },
+        ),
+    )
+    def post(self, request: Request, project_id: int, set_id: int) -> Response:
+        from annotation.models import Ranking
+
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        response_set = _project_set(project_id, set_id)
+        ranking = Ranking.objects.filter(pk=serializer.validated_data["ranking_id"]).first()
+        if ranking is None:
+            raise ApplicationError(
+                f"ranking_id: ranking {serializer.validated_data['ranking_id']} not found.", code="invalid"
+            )
+        consensus = quality_services.review_accept(response_set=response_set, ranking=ranking)
+        return Response({"response_set_id": response_set.pk, "ranks": consensus.ranks, "source": consensus.source})
+
+
+class ReviewMoreLabelsApi(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(
+        request=None,
+        responses=inline_serializer(
+            "MoreLabels",
+            {
+                "response_set_id": serializers.IntegerField(),
+                "required_count": serializers.IntegerField(),
+                "status": serializers.CharField(),
+            },
+        ),
+    )
+    def post(self, request: Request, project_id: int, set_id: int) -> Response:
+        response_set = quality_services.review_request_more_labels(response_set=_project_set(project_id, set_id))
+        return Response(
+            {
+                "response_set_id": response_set.pk,
+                "required_count": response_set.required_count,
+                "status": response_set.status,
+            }
+        )
+
+
+class LabelerOverrideApi(APIView):
+    permission_classes = [IsAdmin]
+
+    class InputSerializer(serializers.Serializer):
+        override = serializers.BooleanField()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=inline_serializer(
+            "Override", {"labeler_id": serializers.IntegerField(), "override": serializers.BooleanField()}
+        ),
+    )
+    def post(self, request: Request, project_id: int, user_id: int) -> Response:
+        from django.contrib.auth import get_user_model
+
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        project = selectors.project_get(project_id=project_id)
+        user = get_user_model().objects.select_related("profile").filter(pk=user_id).first()
+        if user is None:
+            raise ApplicationError(f"User {user_id} not found.", code="not_found", status=404)
+        quality = quality_services.labeler_quality_override(project=project, labeler=user, **serializer.validated_data)
+        return Response({"labeler_id": user.pk, "override": quality.override})

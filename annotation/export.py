@@ -8,6 +8,12 @@ wrote the two responses, and the ranking ids. Modes:
   who decided that pair the same way (this row's labeler included).
 - ``majority``: one row per pair; the outcome most labelers chose (a split vote between the two
   responses is a tie); ``agreement`` is the size of that majority.
+- ``consensus``: one row per pair, ordered by the set's stored consensus (Bradley-Terry over its
+  labelers, or an admin's review); ``agreement`` counts the labelers who decided that pair the
+  same way, ``consensus_confidence`` is the consensus's confidence for the whole set.
+
+``annotator_skills`` carries each annotator's reliability on the project (one-coin Dawid-Skene),
+so reward-model training can weight comparisons by it.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from itertools import groupby, islice
 from pathlib import Path
 from typing import Any
 
-from annotation.models import Comparison, Project, Prompt, Response
+from annotation.models import Comparison, Project, Prompt, Response, ResponseSetConsensus
 from config.exceptions import ApplicationError
+from labelers.models import LabelerQuality
 
-EXPORT_MODES = ("annotator", "majority")
+EXPORT_MODES = ("annotator", "majority", "consensus")
 CHUNK = 5000
 
 _FIELDS = (
@@ -87,6 +94,8 @@ def _row(
     n_annotators: int,
     response_set_id: int,
     conversational: bool,
+    skills: dict[str, float | None],
+    consensus_confidence: float | None = None,
 ) -> dict[str, Any]:
     (chosen_text, chosen_model), (rejected_text, rejected_model) = (
         (second, first) if outcome == "b" else (first, second)
@@ -101,6 +110,8 @@ def _row(
         "agreement": agreement,
         "n_annotators": n_annotators,
         "annotator_ids": [member[7] for member in members],
+        "annotator_skills": [skills.get(member[7]) for member in members],
+        "consensus_confidence": consensus_confidence,
         "ranking_ids": [member[6] for member in members],
         "comparison_ids": [member[0] for member in members],
         "guideline_versions": sorted({member[8] for member in members if member[8] is not None}),
@@ -126,12 +137,45 @@ def preference_rows(
     if split:
         comparisons = comparisons.filter(response_set__prompt__split=split)
     stream = comparisons.order_by("response_set_id", "response_a_id", "response_b_id", "id").values_list(*_FIELDS)
+    skills: dict[str, float | None] = dict(
+        LabelerQuality.objects.filter(project=project).values_list("labeler__username", "reliability")
+    )
+    consensus: dict[int, tuple[dict[str, int], float]] = {}
+    if mode == "consensus":
+        consensus = {
+            set_id: (ranks, confidence)
+            for set_id, ranks, confidence in ResponseSetConsensus.objects.filter(
+                response_set__project=project
+            ).values_list("response_set_id", "ranks", "confidence")
+        }
     rows = _enriched(stream.iterator(chunk_size=CHUNK), conversational)
-    for (set_id, _, _), group in groupby(rows, key=lambda row: (row[1], row[2], row[3])):
+    for (set_id, a_id, b_id), group in groupby(rows, key=lambda row: (row[1], row[2], row[3])):
         members = list(group)
         votes = Counter(member[4] for member in members)
         first, second, prompt = members[0][10], members[0][11], members[0][12]
-        if mode == "annotator":
+        common = {"prompt": prompt, "first": first, "second": second, "response_set_id": set_id}
+        if mode == "consensus":
+            if set_id not in consensus:
+                continue  # not computed yet: the quality refresh writes it
+            ranks, confidence = consensus[set_id]
+            rank_a, rank_b = ranks.get(str(a_id)), ranks.get(str(b_id))
+            if rank_a is None or rank_b is None:
+                continue
+            outcome = "a" if rank_a < rank_b else "b" if rank_b < rank_a else "tie"
+            if drop_ties and outcome == "tie":
+                continue
+            yield _row(
+                **common,
+                outcome=outcome,
+                margin=abs(rank_a - rank_b),
+                members=members,
+                agreement=votes[outcome],
+                n_annotators=len(members),
+                conversational=conversational,
+                skills=skills,
+                consensus_confidence=confidence,
+            )
+        elif mode == "annotator":
             for member in members:
                 outcome = member[4]
                 if drop_ties and outcome == "tie":
@@ -147,6 +191,7 @@ def preference_rows(
                     n_annotators=len(members),
                     response_set_id=set_id,
                     conversational=conversational,
+                    skills=skills,
                 )
         else:
             ranked = votes.most_common()
@@ -168,6 +213,7 @@ def preference_rows(
                 n_annotators=len(members),
                 response_set_id=set_id,
                 conversational=conversational,
+                skills=skills,
             )
 
 
@@ -193,6 +239,8 @@ def _features(conversational: bool) -> Any:
             "agreement": Value("int32"),
             "n_annotators": Value("int32"),
             "annotator_ids": [Value("string")],
+            "annotator_skills": [Value("float32")],
+            "consensus_confidence": Value("float32"),
             "ranking_ids": [Value("int64")],
             "comparison_ids": [Value("int64")],
             "guideline_versions": [Value("int32")],

@@ -28,6 +28,22 @@ urlpatterns = [
     path("projects/<int:project_id>/agreement/", api.AgreementApi.as_view(), name="agreement"),
     path("projects/<int:project_id>/agreement/refresh/", api.AgreementRefreshApi.as_view(), name="agreement-refresh"),
     path("projects/<int:project_id>/agreement/<str:table>.csv", api.AgreementCsvApi.as_view(), name="agreement-csv"),
+    path("projects/<int:project_id>/response-sets/<int:set_id>/gold/", api.GoldApi.as_view(), name="set-gold"),
+    path(
+        "projects/<int:project_id>/response-sets/<int:set_id>/review/accept/",
+        api.ReviewAcceptApi.as_view(),
+        name="review-accept",
+    ),
+    path(
+        "projects/<int:project_id>/response-sets/<int:set_id>/review/more-labels/",
+        api.ReviewMoreLabelsApi.as_view(),
+        name="review-more-labels",
+    ),
+    path(
+        "projects/<int:project_id>/labelers/<int:user_id>/override/",
+        api.LabelerOverrideApi.as_view(),
+        name="labeler-override",
+    ),
     path("assignments/", api.AssignmentListApi.as_view(), name="assignment-list"),
     path("assignments/<int:assignment_id>/", api.AssignmentDetailApi.as_view(), name="assignment-detail"),
     path("assignments/<int:assignment_id>/submit/", api.RankingSubmitApi.as_view(), name="ranking-submit"),

@@ -69,6 +69,22 @@ MATRIX = [
         {"kind": "policy", "name": "sft", "path": "/m"},
         {ANON: 401, LABELER: 403, ADMIN: 201, ML: 201},
     ),
+    ("get", "/api/v1/projects/{p}/agreement/", None, {ANON: 401, LABELER: 403, ADMIN: 200, ML: 200}),
+    ("post", "/api/v1/projects/{p}/agreement/refresh/", None, {ANON: 401, LABELER: 403, ADMIN: 202, ML: 202}),
+    ("get", "/api/v1/projects/{p}/agreement/by_labeler.csv", None, {ANON: 401, LABELER: 403, ADMIN: 409, ML: 409}),
+    ("post", "/api/v1/projects/{p}/response-sets/{s}/gold/", "gold", {ANON: 401, LABELER: 403, ADMIN: 200, ML: 403}),
+    (
+        "post",
+        "/api/v1/projects/{p}/response-sets/{s}/review/more-labels/",
+        None,
+        {ANON: 401, LABELER: 403, ADMIN: 200, ML: 403},
+    ),
+    (
+        "post",
+        "/api/v1/projects/{p}/labelers/{labeler}/override/",
+        {"override": True},
+        {ANON: 401, LABELER: 403, ADMIN: 200, ML: 403},
+    ),
     ("get", "/api/v1/schema/", None, {ANON: 200, LABELER: 200, ADMIN: 200, ML: 200}),
 ]
 CASES = [
@@ -80,12 +96,14 @@ CASES = [
 
 @pytest.mark.parametrize(("method", "path", "body", "role", "status"), CASES)
 def test_permission_matrix(world, client_for, method, path, body, role, status):
-    url = path.format(p=world["p"], a=world["a"].pk, labeler=world["users"][LABELER].pk)
+    url = path.format(p=world["p"], a=world["a"].pk, s=world["a"].response_set_id, labeler=world["users"][LABELER].pk)
     client = client_for(world["users"][role])
     kwargs: dict = {}
     if body == "upload":
         upload = SimpleUploadedFile("rows.csv", b"external_id,prompt,response_1,response_2\nz,p,x,y\n")
         kwargs = {"data": {"file": upload}, "format": "multipart"}
+    elif body == "gold":
+        kwargs = {"data": {"ranks": _ranks(world)}, "format": "json"}
     elif body == "ranks":
         kwargs = {"data": {"idempotency_key": "perm", "ranks": _ranks(world)}, "format": "json"}
     elif body is not None:

@@ -83,7 +83,7 @@ def test_majority_mode_and_drop_ties(ranked):
     assert list(preference_rows(project=project, split="test")) == []
     with pytest.raises(ApplicationError) as exc:
         list(preference_rows(project=project, mode="best"))
-    assert exc.value.message == "mode: must be one of annotator, majority, got 'best'."
+    assert exc.value.message == "mode: must be one of annotator, majority, consensus, got 'best'."
 
 
 def test_jsonl_and_dataset_round_trip(ranked, tmp_path):
