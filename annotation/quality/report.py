@@ -353,8 +353,8 @@ def project_quality(*, project: Project, bootstrap: int = 1000) -> QualityResult
     report = compute_report(labels, k=project.k, usernames=usernames, set_tags=set_tags, bootstrap=bootstrap)
     consensus = compute_consensus(labels, project.k) if len(labels) else {}
     labelers = compute_labeler_quality(labels, meta, consensus) if len(labels) else {}
-    gold = {
-        row["labeler_id"]: row
+    gold: dict[int, dict[str, Any]] = {
+        row["labeler_id"]: dict(row)
         for row in LabelerQuality.objects.filter(project=project).values(
             "labeler_id", "gold_items", "gold_pairs", "gold_pairs_agreed", "qualification"
         )
@@ -362,7 +362,7 @@ def project_quality(*, project: Project, bootstrap: int = 1000) -> QualityResult
     for row in report["by_labeler"]:
         figures = labelers.get(row["labeler_id"], {})
         row.update({key: figures.get(key) for key in LABELER_COLUMNS})
-        g: dict[str, Any] = gold.get(row["labeler_id"], {})
+        g = gold.get(row["labeler_id"], {})
         row["gold_items"] = g.get("gold_items", 0)
         row["gold_accuracy"] = _rate(g.get("gold_pairs_agreed", 0), g.get("gold_pairs", 0))
         row["qualification"] = g.get("qualification", "not_required")
