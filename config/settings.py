@@ -147,7 +147,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         (CELERY_DATA_DIR / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"rlhf.tasks.train_*": {"queue": "gpu"}, "rlhf.tasks.gpu_*": {"queue": "gpu"}}
+CELERY_TASK_ROUTES = {"rlhf.tasks.train_*": {"queue": "gpu"}}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -158,6 +158,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "expire-stale-leases": {"task": "annotation.tasks.leases_expire", "schedule": 60.0},
     "refresh-agreement-reports": {"task": "annotation.tasks.agreement_refresh_all", "schedule": 300.0},
+    "loop-check": {"task": "rlhf.tasks.loop_check_all", "schedule": env.float("LOOP_CHECK_SECONDS", default=60.0)},
 }
 
 # Annotation defaults.
@@ -167,6 +168,8 @@ ANNOTATION_DEFAULT_LEASE_MINUTES = env.int("ANNOTATION_DEFAULT_LEASE_MINUTES", d
 QUALITY_REFRESH_ON_SUBMIT = env.bool("QUALITY_REFRESH_ON_SUBMIT", default=True)
 QUALITY_REFRESH_DELAY_S = env.int("QUALITY_REFRESH_DELAY_S", default=30)
 QUALITY_BOOTSTRAP_RESAMPLES = env.int("QUALITY_BOOTSTRAP_RESAMPLES", default=1000)
+# A running training run that has not reported for this long is failed by the beat reaper.
+TRAINING_HEARTBEAT_TIMEOUT_S = env.int("TRAINING_HEARTBEAT_TIMEOUT_S", default=600)
 ARTIFACTS_ROOT = Path(env("ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts")))
 
 LOGGING = {

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -10,8 +11,22 @@ from rest_framework.views import APIView
 
 from annotation.selectors import project_get
 from labelers.permissions import IsStaff
-from rlhf.models import ModelKind, ModelVersion
-from rlhf.services import model_version_register
+from rlhf.models import ModelKind, ModelVersion, RunKind, TrainingRun
+from rlhf.selectors import (
+    model_version_get,
+    model_version_lineage,
+    model_versions_compare,
+    training_run_eta_seconds,
+    training_run_get,
+    training_run_list,
+)
+from rlhf.services import (
+    model_version_promote,
+    model_version_register,
+    model_version_rollback,
+    training_run_cancel,
+    training_run_start,
+)
 
 
 class ModelVersionOutput(serializers.Serializer):
@@ -24,6 +39,10 @@ class ModelVersionOutput(serializers.Serializer):
     parent_id = serializers.IntegerField(allow_null=True)
     metrics = serializers.JSONField()
     notes = serializers.CharField()
+    is_reference = serializers.BooleanField()
+    run_id = serializers.IntegerField(allow_null=True)
+    data_snapshot = serializers.JSONField()
+    promoted_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
 
 
@@ -37,6 +56,8 @@ class ModelVersionListCreateApi(APIView):
         path = serializers.CharField(max_length=1000)
         parent_id = serializers.IntegerField(required=False, allow_null=True)
         notes = serializers.CharField(required=False, allow_blank=True, default="")
+        is_reference = serializers.BooleanField(required=False, default=False)
+        promote = serializers.BooleanField(required=False, default=False)
 
     @extend_schema(responses=ModelVersionOutput(many=True))
     def get(self, request: Request) -> Response:
@@ -60,3 +81,124 @@ class ModelVersionListCreateApi(APIView):
                 raise serializers.ValidationError({"parent_id": [f"model version {parent_id} does not exist"]})
         version = model_version_register(project=project, parent=parent, **data)
         return Response(ModelVersionOutput(version).data, status=status.HTTP_201_CREATED)
+
+
+class TrainingRunOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    project_id = serializers.IntegerField()
+    kind = serializers.CharField()
+    status = serializers.CharField()
+    trigger = serializers.CharField()
+    config = serializers.JSONField()
+    policy_id = serializers.IntegerField(allow_null=True)
+    reference_id = serializers.IntegerField(allow_null=True)
+    reward_model_id = serializers.IntegerField(allow_null=True)
+    output_version_id = serializers.IntegerField(allow_null=True)
+    data_snapshot = serializers.JSONField()
+    progress_step = serializers.IntegerField()
+    progress_total = serializers.IntegerField()
+    eta_seconds = serializers.SerializerMethodField()
+    summary = serializers.JSONField()
+    error = serializers.CharField()
+    log_tail = serializers.CharField()
+    celery_task_id = serializers.CharField()
+    attempts = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_eta_seconds(self, run: TrainingRun) -> float | None:
+        return training_run_eta_seconds(run=run)
+
+
+class TrainingRunListCreateApi(APIView):
+    permission_classes = [IsStaff]
+
+    class InputSerializer(serializers.Serializer):
+        kind = serializers.ChoiceField(choices=RunKind.choices)
+        config = serializers.JSONField(required=False, default=dict)
+
+    @extend_schema(responses=TrainingRunOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = project_get(project_id=project_id)
+        runs = training_run_list(project=project, kind=request.query_params.get("kind"))[:200]
+        return Response(TrainingRunOutput(runs, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: TrainingRunOutput})
+    def post(self, request: Request, project_id: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        project = project_get(project_id=project_id)
+        run = training_run_start(project=project, created_by=request.user, **serializer.validated_data)
+        return Response(TrainingRunOutput(run).data, status=status.HTTP_201_CREATED)
+
+
+class TrainingRunDetailApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=TrainingRunOutput)
+    def get(self, request: Request, run_id: int) -> Response:
+        run = training_run_get(run_id=run_id)
+        body = dict(TrainingRunOutput(run).data)
+        body["metrics"] = run.metrics
+        return Response(body)
+
+
+class TrainingRunCancelApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(request=None, responses=TrainingRunOutput)
+    def post(self, request: Request, run_id: int) -> Response:
+        return Response(TrainingRunOutput(training_run_cancel(run=training_run_get(run_id=run_id))).data)
+
+
+class ModelVersionPromoteApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(request=None, responses=ModelVersionOutput)
+    def post(self, request: Request, version_id: int) -> Response:
+        return Response(
+            ModelVersionOutput(model_version_promote(version=model_version_get(version_id=version_id))).data
+        )
+
+
+class ModelVersionRollbackApi(APIView):
+    permission_classes = [IsStaff]
+
+    class InputSerializer(serializers.Serializer):
+        kind = serializers.ChoiceField(choices=ModelKind.choices)
+
+    @extend_schema(request=InputSerializer, responses=ModelVersionOutput)
+    def post(self, request: Request, project_id: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        version = model_version_rollback(
+            project=project_get(project_id=project_id), kind=serializer.validated_data["kind"]
+        )
+        return Response(ModelVersionOutput(version).data)
+
+
+class ModelVersionDetailApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=ModelVersionOutput)
+    def get(self, request: Request, version_id: int) -> Response:
+        version = model_version_get(version_id=version_id)
+        body = dict(ModelVersionOutput(version).data)
+        body["lineage"] = model_version_lineage(version=version)
+        return Response(body)
+
+
+class ModelVersionCompareApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(parameters=[OpenApiParameter("a", int), OpenApiParameter("b", int)], responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request) -> Response:
+        ids = []
+        for name in ("a", "b"):
+            value = request.query_params.get(name, "")
+            if not value.isdigit():
+                raise serializers.ValidationError({name: ["a model version id is required"]})
+            ids.append(int(value))
+        a, b = (model_version_get(version_id=i) for i in ids)
+        return Response(model_versions_compare(a=a, b=b))

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 
@@ -26,15 +27,120 @@ class ModelVersion(models.Model):
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
     metrics = models.JSONField(default=dict, blank=True)
     notes = models.TextField(blank=True)
+    # The SFT model: the KL reference of PPO runs.
+    is_reference = models.BooleanField(default=False)
+    run = models.ForeignKey("rlhf.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    data_snapshot = models.JSONField(default=dict, blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["project", "kind", "name"], name="modelversion_unique_name"),
+            models.UniqueConstraint(
+                fields=["project", "kind"],
+                condition=models.Q(state="promoted"),
+                name="modelversion_one_promoted_per_kind",
+            ),
             models.CheckConstraint(condition=models.Q(kind__in=ModelKind.values), name="modelversion_kind_valid"),
             models.CheckConstraint(condition=models.Q(state__in=ModelState.values), name="modelversion_state_valid"),
         ]
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
+
+
+class RunKind(models.TextChoices):
+    GENERATE = "generate", "Generate responses"
+    REWARD = "reward", "Train reward model"
+    PPO = "ppo", "PPO"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class RunTrigger(models.TextChoices):
+    MANUAL = "manual", "Started by hand"
+    SCHEDULE = "schedule", "Started by the schedule"
+    CHAIN = "chain", "Started by the previous step"
+
+
+FINISHED_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class TrainingRun(models.Model):
+    """One generation, reward-model or PPO job: its config, progress, metrics and output."""
+
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="training_runs")
+    kind = models.CharField(max_length=16, choices=RunKind.choices)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    trigger = models.CharField(max_length=16, choices=RunTrigger.choices, default=RunTrigger.MANUAL)
+    config = models.JSONField(default=dict)
+    # Inputs: the models it started from.
+    policy = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    reference = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    reward_model = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    output_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_by"
+    )
+    # The exact data: comparison ids (hash + count + newest id) or prompt ids.
+    data_snapshot = models.JSONField(default=dict, blank=True)
+    progress_step = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)  # {"ppo/kl": [[step, value], ...]}
+    summary = models.JSONField(default=dict, blank=True)  # final metrics, evaluation, samples
+    log_tail = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    celery_task_id = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "kind", "status"], name="trainingrun_lookup_idx")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(kind__in=RunKind.values), name="trainingrun_kind_valid"),
+            models.CheckConstraint(condition=models.Q(status__in=RunStatus.values), name="trainingrun_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} run {self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+class LoopSettings(models.Model):
+    """How a project's loop turns: when to retrain, what to promote, whether steps chain."""
+
+    project = models.OneToOneField("annotation.Project", on_delete=models.CASCADE, related_name="loop_settings")
+    auto_chain = models.BooleanField(default=True, help_text="Reward run -> promotion -> PPO -> promotion -> generate.")
+    retrain_min_comparisons = models.PositiveIntegerField(
+        default=500, help_text="New comparisons since the last reward model that start a reward run."
+    )
+    reward_min_accuracy = models.FloatField(default=0.55, help_text="Held-out accuracy a reward model needs.")
+    ppo_max_kl = models.FloatField(default=10.0, help_text="Largest mean KL to the reference a policy may have.")
+    ppo_require_improvement = models.BooleanField(
+        default=True, help_text="Promote a PPO policy only if it beats the promoted one on held-out reward."
+    )
+    generate_prompts = models.PositiveIntegerField(default=16, help_text="Prompts per generation batch.")
+    reward_config = models.JSONField(default=dict, blank=True, help_text="Overrides of the reward-model config.")
+    ppo_config = models.JSONField(default=dict, blank=True, help_text="Overrides of the PPO config.")
+    generation_config = models.JSONField(default=dict, blank=True, help_text="Overrides of the generation config.")
+
+    def __str__(self) -> str:
+        return f"loop settings of {self.project}"

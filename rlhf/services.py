@@ -2,16 +2,47 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+import logging
+import os
+import shutil
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
-from annotation.models import Project
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from annotation.models import Comparison, Project, Prompt, Response, ResponseOrigin
 from config.exceptions import ApplicationError, Conflict
-from rlhf.models import ModelKind, ModelVersion
+from labelers.types import AuthUser
+from rlhf.data import comparison_rows, prompt_rows, training_prompts
+from rlhf.models import (
+    LoopSettings,
+    ModelKind,
+    ModelState,
+    ModelVersion,
+    RunKind,
+    RunStatus,
+    RunTrigger,
+    TrainingRun,
+)
 
 
 @transaction.atomic
 def model_version_register(
-    *, project: Project | None, kind: str, name: str, path: str, parent: ModelVersion | None = None, notes: str = ""
+    *,
+    project: Project | None,
+    kind: str,
+    name: str,
+    path: str,
+    parent: ModelVersion | None = None,
+    notes: str = "",
+    is_reference: bool = False,
+    promote: bool = False,
 ) -> ModelVersion:
     """Register a model that exists outside the platform (an SFT checkpoint, a hub id)."""
     if kind not in ModelKind.values:
@@ -22,4 +53,512 @@ def model_version_register(
         raise ApplicationError("path: give a local directory or a hub id.", code="invalid")
     if ModelVersion.objects.filter(project=project, kind=kind, name=name).exists():
         raise Conflict(f"name: a {kind} model named '{name}' already exists in this project.", code="name_taken")
-    return ModelVersion.objects.create(project=project, kind=kind, name=name, path=path, parent=parent, notes=notes)
+    if is_reference and kind != ModelKind.POLICY:
+        raise ApplicationError("is_reference: only a policy (the SFT model) can be the KL reference.", code="invalid")
+    version = ModelVersion.objects.create(
+        project=project, kind=kind, name=name, path=path, parent=parent, notes=notes, is_reference=is_reference
+    )
+    if promote:
+        version = model_version_promote(version=version)
+    return version
+
+
+# --- the loop: runs, promotion, rollback, the schedule ---------------------------------------------
+
+logger = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 1.0  # progress reaches the database at most this often (and at the last step)
+LOG_TAIL_CHARS = 8000
+
+
+class RunCancelled(Exception):
+    """Raised from the progress callback when someone cancelled the run."""
+
+
+def loop_settings_get(*, project: Project) -> LoopSettings:
+    settings_row, _ = LoopSettings.objects.get_or_create(project=project)
+    return settings_row
+
+
+def _promoted(project: Project, kind: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(project=project, kind=kind, state=ModelState.PROMOTED).first()
+
+
+def _reference(project: Project) -> ModelVersion | None:
+    return (
+        ModelVersion.objects.filter(project=project, kind=ModelKind.POLICY, is_reference=True)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def _validated_config(kind: str, base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    from rlhf.training import GenerationConfig, PPOConfig, RewardModelConfig
+
+    classes: dict[str, Any] = {"generate": GenerationConfig, "reward": RewardModelConfig, "ppo": PPOConfig}
+    config_class = classes[kind]
+    merged = _deep_merge(base, overrides)
+    try:
+        config = config_class.from_dict(merged)
+        config.validate()
+    except (ValueError, TypeError) as exc:
+        raise ApplicationError(f"config.{exc}", code="invalid_config") from exc
+    return config.to_dict()
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@transaction.atomic
+def training_run_start(
+    *,
+    project: Project,
+    kind: str,
+    config: dict[str, Any] | None = None,
+    created_by: AuthUser | None = None,
+    trigger: str = RunTrigger.MANUAL,
+) -> TrainingRun:
+    """Queue a run on the gpu queue. Inputs are fixed now: the promoted policy (or the SFT
+    reference), the SFT reference, the promoted reward model; the config is validated now."""
+    if kind not in RunKind.values:
+        raise ApplicationError(f"kind: must be one of {', '.join(RunKind.values)}, got {kind!r}.", code="invalid")
+    if not isinstance(config, dict | type(None)):
+        raise ApplicationError("config: must be an object.", code="invalid_config")
+    Project.objects.select_for_update().get(pk=project.pk)  # one run start per project at a time
+    active = TrainingRun.objects.filter(
+        project=project, kind=kind, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
+    ).first()
+    if active is not None:
+        raise Conflict(f"A {kind} run is already {active.status} (run {active.pk}).", code="run_active")
+    loop = loop_settings_get(project=project)
+    reference = _reference(project)
+    policy = _promoted(project, ModelKind.POLICY) or reference
+    reward = _promoted(project, ModelKind.REWARD)
+    if reference is None:
+        raise Conflict(
+            "Register the SFT model first (a policy model version with is_reference=true).", code="no_reference"
+        )
+    assert policy is not None
+    if kind == RunKind.GENERATE:
+        base = _deep_merge({"model": {"model_name_or_path": policy.path}}, loop.generation_config)
+        run_inputs = {"policy": policy}
+    elif kind == RunKind.REWARD:
+        # InstructGPT: the reward model starts from the SFT model's weights with a fresh scalar head.
+        base = _deep_merge({"model": {"model_name_or_path": reference.path}}, loop.reward_config)
+        run_inputs = {"reference": reference}
+    else:
+        if reward is None:
+            raise Conflict("PPO needs a promoted reward model; train and promote one first.", code="no_reward_model")
+        base = dict(loop.ppo_config)
+        run_inputs = {"policy": policy, "reference": reference, "reward_model": reward}
+    validated = _validated_config(kind, base, config or {})
+    run = TrainingRun.objects.create(
+        project=project, kind=kind, config=validated, trigger=trigger, created_by=created_by, **run_inputs
+    )
+    run_id = run.pk
+    transaction.on_commit(lambda: _enqueue(run_id))
+    return run
+
+
+def _enqueue(run_id: int) -> None:
+    from rlhf.tasks import train_run
+
+    result = train_run.apply_async(args=[run_id], queue="gpu")
+    TrainingRun.objects.filter(pk=run_id).update(celery_task_id=result.id or "")
+
+
+def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
+    """Cancel: a queued run stops now; a running one at its next progress report."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if run.is_finished:
+            raise Conflict(f"Run {run.pk} already {run.status}.", code="run_finished")
+        run.cancel_requested = True
+        if run.status == RunStatus.QUEUED:
+            run.status = RunStatus.CANCELLED
+            run.finished_at = timezone.now()
+        run.save(update_fields=["cancel_requested", "status", "finished_at"])
+    if run.celery_task_id and run.status == RunStatus.CANCELLED:
+        from config.celery import app
+
+        app.control.revoke(run.celery_task_id)
+    return run
+
+
+class _Progress:
+    """The on_progress callback: throttled writes of progress, metric series and heartbeat."""
+
+    def __init__(self, run: TrainingRun) -> None:
+        self.run = run
+        self.last_write = 0.0
+        self.series: dict[str, list[list[float]]] = dict(run.metrics or {})
+
+    def __call__(self, step: int, total: int, metrics: dict[str, Any]) -> None:
+        for key, value in metrics.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self.series.setdefault(key, []).append([step, float(value)])
+        now = time.monotonic()
+        if now - self.last_write < PROGRESS_EVERY_S and step < total:
+            return
+        self.last_write = now
+        TrainingRun.objects.filter(pk=self.run.pk).update(
+            progress_step=step, progress_total=total, metrics=self.series, heartbeat_at=timezone.now()
+        )
+        if TrainingRun.objects.filter(pk=self.run.pk, cancel_requested=True).exists():
+            raise RunCancelled()
+
+
+def _artifact_dir(run: TrainingRun) -> Path:
+    return Path(settings.ARTIFACTS_ROOT) / f"project-{run.project_id}" / f"{run.kind}-run-{run.pk}"
+
+
+def _log(run: TrainingRun, message: str) -> None:
+    logger.info("run %s: %s", run.pk, message)
+    stamp = timezone.now().strftime("%H:%M:%S")
+    tail = (run.log_tail + f"{stamp} {message}\n")[-LOG_TAIL_CHARS:]
+    run.log_tail = tail
+    TrainingRun.objects.filter(pk=run.pk).update(log_tail=tail)
+
+
+def training_run_execute(*, run_id: int) -> TrainingRun:
+    """Run a queued (or interrupted) run to its end on this worker. Idempotent: a finished run is
+    left alone; a run whose worker died resumes (PPO from its checkpoint) or starts clean."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().select_related("project").get(pk=run_id)
+        if run.is_finished:
+            return run
+        if run.cancel_requested:
+            run.status, run.finished_at = RunStatus.CANCELLED, timezone.now()
+            run.save(update_fields=["status", "finished_at"])
+            return run
+        run.status = RunStatus.RUNNING
+        run.attempts += 1
+        run.started_at = run.started_at or timezone.now()
+        run.heartbeat_at = timezone.now()
+        run.error = ""
+        run.save(update_fields=["status", "attempts", "started_at", "heartbeat_at", "error"])
+    _log(run, f"attempt {run.attempts} started")
+    try:
+        executor: dict[str, Any] = {"generate": _execute_generate, "reward": _execute_reward, "ppo": _execute_ppo}
+        executor[run.kind](run, _Progress(run))
+    except RunCancelled:
+        _finish(run, RunStatus.CANCELLED, "cancelled")
+        return run
+    except Exception as exc:
+        logger.exception("run %s failed", run.pk)
+        run.error = "".join(traceback.format_exception(exc))[-LOG_TAIL_CHARS:]
+        _finish(run, RunStatus.FAILED, f"failed: {exc}")
+        return run
+    _finish(run, RunStatus.SUCCEEDED, "succeeded")
+    if run.kind != RunKind.GENERATE and run.output_version_id and loop_settings_get(project=run.project).auto_chain:
+        _chain(run)
+    return run
+
+
+def _finish(run: TrainingRun, status: str, message: str) -> None:
+    _log(run, message)
+    run.status = status
+    run.finished_at = timezone.now()
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=status,
+        finished_at=run.finished_at,
+        error=run.error,
+        summary=run.summary,
+        output_version=run.output_version,
+        data_snapshot=run.data_snapshot,
+    )
+
+
+def _publish(run: TrainingRun, work_dir: Path, final_dir: Path) -> None:
+    """Move a finished model into place in one rename: a half-written model never has a version."""
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    os.replace(work_dir, final_dir)
+
+
+def _execute_reward(run: TrainingRun, progress: _Progress) -> None:
+    from rlhf.training import RewardModelConfig, evaluate_reward_model, train_reward_model
+
+    loop = loop_settings_get(project=run.project)
+    rows, snapshot = comparison_rows(project=run.project, include_ties=bool(run.config.get("include_ties")))
+    run.data_snapshot = snapshot
+    TrainingRun.objects.filter(pk=run.pk).update(data_snapshot=snapshot)
+    _log(run, f"{snapshot['train_rows']} training and {snapshot['val_rows']} held-out comparisons")
+    root = _artifact_dir(run)
+    work, final = root / "work", root / "model"
+    if work.exists():
+        shutil.rmtree(work)  # a reward run restarts clean
+    result = train_reward_model(RewardModelConfig.from_dict(run.config), rows, output_dir=work, on_progress=progress)
+    _publish(run, Path(result.model_path), final)
+    metrics = {k: v for k, v in result.metrics.items() if not isinstance(v, list)}
+    held_out = [r for r in rows if r.split == "val" and not r.is_tie]
+    previous = _promoted(run.project, ModelKind.REWARD)
+    evaluation: dict[str, Any] = {
+        "new_accuracy": metrics.get("reward/accuracy"),
+        "min_accuracy": loop.reward_min_accuracy,
+    }
+    if previous is not None and held_out:
+        old = evaluate_reward_model(previous.path, held_out)
+        evaluation["promoted_accuracy"] = old["reward/accuracy"]
+        evaluation["promoted_version"] = previous.pk
+    new_accuracy = evaluation["new_accuracy"] or 0.0
+    evaluation["passed"] = new_accuracy >= loop.reward_min_accuracy and new_accuracy > evaluation.get(
+        "promoted_accuracy", -1.0
+    )
+    run.summary = {"metrics": metrics, "evaluation": evaluation, "seed": result.seed}
+    run.output_version = ModelVersion.objects.create(
+        project=run.project,
+        kind=ModelKind.REWARD,
+        name=f"reward-run-{run.pk}",
+        path=str(final),
+        parent=run.reference,
+        run=run,
+        metrics={**metrics, "evaluation": evaluation},
+        data_snapshot=snapshot,
+    )
+
+
+def _execute_ppo(run: TrainingRun, progress: _Progress) -> None:
+    from rlhf.training import PPOConfig, run_ppo
+
+    loop = loop_settings_get(project=run.project)
+    prompts = training_prompts(project=run.project)
+    held_out = training_prompts(project=run.project, held_out=True, limit=32)
+    if not prompts:
+        raise ValueError("prompts: the project has no training prompts")
+    run.data_snapshot = {"prompt_ids": [p.pk for p in prompts], "eval_prompt_ids": [p.pk for p in held_out]}
+    TrainingRun.objects.filter(pk=run.pk).update(data_snapshot=run.data_snapshot)
+    assert run.policy is not None and run.reference is not None and run.reward_model is not None
+    root = _artifact_dir(run)
+    work, final = root / "work", root / "model"
+    config = PPOConfig.from_dict(run.config)
+    # Same work directory on a retry: run_ppo resumes from its checkpoint there.
+    result = run_ppo(
+        config,
+        prompt_rows(prompts=prompts),
+        policy_path=run.policy.path,
+        ref_path=run.reference.path,
+        reward_path=run.reward_model.path,
+        output_dir=work,
+        on_progress=progress,
+        resume=True,
+    )
+    evaluation = policy_evaluate(
+        project=run.project,
+        candidate_path=result.model_path,
+        baseline_path=run.policy.path,
+        reward_path=run.reward_model.path,
+        prompts=held_out or prompts[:16],
+        config=config,
+    )
+    final_kl = _last(result.metrics, "ppo/kl")
+    evaluation["kl"] = final_kl
+    evaluation["max_kl"] = loop.ppo_max_kl
+    improved = evaluation["candidate_reward"] > evaluation["baseline_reward"] or not loop.ppo_require_improvement
+    evaluation["passed"] = improved and (final_kl is None or final_kl <= loop.ppo_max_kl)
+    _publish(run, Path(result.model_path), final)
+    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
+    run.summary = {"metrics": metrics, "evaluation": evaluation, "samples": result.samples, "seed": result.seed}
+    run.output_version = ModelVersion.objects.create(
+        project=run.project,
+        kind=ModelKind.POLICY,
+        name=f"ppo-run-{run.pk}",
+        path=str(final),
+        parent=run.policy,
+        run=run,
+        metrics={**metrics, "evaluation": {k: v for k, v in evaluation.items() if k != "samples"}},
+        data_snapshot=run.data_snapshot,
+    )
+
+
+def _last(metrics: dict[str, Any], key: str) -> float | None:
+    value = metrics.get(key)
+    if isinstance(value, list):
+        return float(value[-1][1] if isinstance(value[-1], list | tuple) else value[-1]) if value else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def policy_evaluate(
+    *, project: Project, candidate_path: str, baseline_path: str, reward_path: str, prompts: list[Any], config: Any
+) -> dict[str, Any]:
+    """Mean reward-model score of a candidate and a baseline policy on the same held-out prompts
+    (same seed, same sampling), with a sample table."""
+    from rlhf.training import GenerationConfig, ModelConfig, generate_responses
+    from rlhf.training.models import load_reward_model, render_conversation
+    from rlhf.training.reward import score_texts
+
+    rows = prompt_rows(prompts=prompts)
+    out: dict[str, Any] = {"prompts": len(rows)}
+    model, tokenizer = load_reward_model(ModelConfig(model_name_or_path=reward_path, device=config.device), lora=False)
+    samples: list[dict[str, Any]] = []
+    for name, path in (("candidate", candidate_path), ("baseline", baseline_path)):
+        generation = GenerationConfig(
+            model=ModelConfig(model_name_or_path=path, device=config.device),
+            temperature=config.temperature,
+            top_p=config.top_p,
+            max_new_tokens=config.response_length,
+            use_chat_template=config.use_chat_template,
+            seed=config.seed,
+        )
+        responses = [group[0] for group in generate_responses(generation, rows, k=2)]  # k >= 2 by contract
+        texts = [render_conversation(tokenizer, row.content, r.text) for row, r in zip(rows, responses, strict=True)]
+        scores = score_texts(model, tokenizer, texts)
+        out[f"{name}_reward"] = sum(scores) / len(scores) if scores else 0.0
+        for index, (row, response, score) in enumerate(zip(rows, responses, scores, strict=True)):
+            if index >= 8:
+                break
+            if name == "candidate":
+                samples.append({"prompt": row.text or row.messages, "response": response.text, "reward": score})
+            else:
+                samples[index].update({"baseline_response": response.text, "baseline_reward": score})
+    out["samples"] = samples
+    return out
+
+
+def _execute_generate(run: TrainingRun, progress: _Progress) -> None:
+    from annotation.services import response_sets_build
+    from rlhf.training import GenerationConfig, generate_responses
+
+    loop = loop_settings_get(project=run.project)
+    assert run.policy is not None
+    prompts = generation_batch(project=run.project, policy=run.policy, limit=loop.generate_prompts)
+    if not prompts:
+        raise ValueError("prompts: every training prompt already has responses from this policy")
+    run.data_snapshot = {"prompt_ids": [p.pk for p in prompts]}
+    config = GenerationConfig.from_dict(run.config)
+    progress(0, len(prompts), {})
+    groups = generate_responses(config, prompt_rows(prompts=prompts), k=run.project.k)
+    with transaction.atomic():
+        responses = [
+            Response(
+                prompt=prompt,
+                text=generated.text,
+                origin=ResponseOrigin.MODEL,
+                model_version=run.policy,
+                sampling={**generated.settings, "num_tokens": generated.num_tokens, "finished": generated.finished},
+            )
+            for prompt, group in zip(prompts, groups, strict=True)
+            for generated in group
+        ]
+        Response.objects.bulk_create(responses)
+        sets = response_sets_build(project=run.project, prompt_ids=[p.pk for p in prompts])
+    progress(len(prompts), len(prompts), {"generate/responses": len(responses), "generate/response_sets": sets})
+    finished = sum(1 for group in groups for g in group if g.finished)
+    run.summary = {
+        "responses": len(responses),
+        "response_sets": sets,
+        "finished_share": finished / max(len(responses), 1),
+        "samples": [
+            {"prompt": p.text or p.messages, "response": g[0].text}
+            for p, g in list(zip(prompts, groups, strict=True))[:8]
+        ],
+    }
+
+
+def generation_batch(*, project: Project, policy: ModelVersion, limit: int) -> list[Prompt]:
+    """The next prompts to write responses for: training prompts this policy has not answered yet,
+    those with the fewest response sets first."""
+    return list(
+        Prompt.objects.filter(project=project)
+        .exclude(responses__model_version=policy)
+        .annotate(n_sets=Count("response_sets"))
+        .order_by("n_sets", "id")[:limit]
+    )
+
+
+@transaction.atomic
+def model_version_promote(*, version: ModelVersion) -> ModelVersion:
+    """Make ``version`` the promoted model of its kind in one step; the previous one is archived."""
+    ModelVersion.objects.select_for_update().filter(project=version.project_id, kind=version.kind).exists()
+    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    if version.state == ModelState.PROMOTED:
+        return version
+    ModelVersion.objects.filter(project=version.project_id, kind=version.kind, state=ModelState.PROMOTED).update(
+        state=ModelState.ARCHIVED
+    )
+    version.state = ModelState.PROMOTED
+    version.promoted_at = timezone.now()
+    version.save(update_fields=["state", "promoted_at"])
+    if version.kind == ModelKind.POLICY and version.project_id:
+        Project.objects.filter(pk=version.project_id).update(current_policy=version)
+    return version
+
+
+@transaction.atomic
+def model_version_rollback(*, project: Project, kind: str) -> ModelVersion:
+    """Promote again the version that was promoted before the current one."""
+    current = _promoted(project, kind)
+    if current is None:
+        raise Conflict(f"No promoted {kind} model to roll back.", code="nothing_promoted")
+    previous = (
+        ModelVersion.objects.filter(
+            project=project, kind=kind, promoted_at__isnull=False, promoted_at__lt=current.promoted_at
+        )
+        .exclude(pk=current.pk)
+        .order_by("-promoted_at")
+        .first()
+    )
+    if previous is None:
+        raise Conflict(f"There is no earlier promoted {kind} model to roll back to.", code="no_previous")
+    ModelVersion.objects.filter(pk=current.pk).update(state=ModelState.ARCHIVED)
+    previous.state = ModelState.PROMOTED
+    previous.promoted_at = timezone.now()
+    previous.save(update_fields=["state", "promoted_at"])
+    if kind == ModelKind.POLICY:
+        Project.objects.filter(pk=project.pk).update(current_policy=previous)
+    return previous
+
+
+def _chain(run: TrainingRun) -> None:
+    """Automatic steps after a run: promote what passed, then start the next stage."""
+    version = run.output_version
+    assert version is not None
+    evaluation = (run.summary or {}).get("evaluation", {})
+    if not evaluation.get("passed"):
+        _log(run, "evaluation did not pass: nothing promoted, the chain stops here")
+        return
+    model_version_promote(version=version)
+    _log(run, f"promoted {version.name}")
+    next_kind = RunKind.PPO if run.kind == RunKind.REWARD else RunKind.GENERATE
+    try:
+        nxt = training_run_start(project=run.project, kind=next_kind, trigger=RunTrigger.CHAIN)
+        _log(run, f"started {next_kind} run {nxt.pk}")
+    except ApplicationError as exc:
+        _log(run, f"could not start the {next_kind} run: {exc.message}")
+
+
+def loop_check(*, project: Project) -> TrainingRun | None:
+    """The schedule: start a reward run when enough new comparisons arrived since the last one."""
+    loop = loop_settings_get(project=project)
+    if not loop.auto_chain or not project.is_active:
+        return None
+    last = TrainingRun.objects.filter(project=project, kind=RunKind.REWARD).exclude(status=RunStatus.CANCELLED).first()
+    since = (last.data_snapshot or {}).get("max_comparison_id", 0) if last else 0
+    if last is not None and not last.is_finished:
+        return None
+    new = Comparison.objects.filter(response_set__project=project, id__gt=since).count()
+    if new < loop.retrain_min_comparisons:
+        return None
+    try:
+        return training_run_start(project=project, kind=RunKind.REWARD, trigger=RunTrigger.SCHEDULE)
+    except ApplicationError as exc:
+        logger.info("schedule: project %s: %s", project.pk, exc.message)
+        return None
+
+
+def training_runs_reap() -> int:
+    """Runs whose worker stopped reporting (killed, machine lost) end failed, never 'running'."""
+    cutoff = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_S)
+    stale = TrainingRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff)
+    count = 0
+    for run in stale:
+        run.error = f"The worker stopped reporting at {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC (killed or lost)."
+        _finish(run, RunStatus.FAILED, "failed: worker lost")
+        count += 1
+    return count

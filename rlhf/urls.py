@@ -4,4 +4,13 @@ from rlhf import api
 
 urlpatterns = [
     path("model-versions/", api.ModelVersionListCreateApi.as_view(), name="model-version-list"),
+    path("model-versions/compare/", api.ModelVersionCompareApi.as_view(), name="model-version-compare"),
+    path("model-versions/<int:version_id>/", api.ModelVersionDetailApi.as_view(), name="model-version-detail"),
+    path(
+        "model-versions/<int:version_id>/promote/", api.ModelVersionPromoteApi.as_view(), name="model-version-promote"
+    ),
+    path("projects/<int:project_id>/runs/", api.TrainingRunListCreateApi.as_view(), name="run-list"),
+    path("projects/<int:project_id>/rollback/", api.ModelVersionRollbackApi.as_view(), name="model-rollback"),
+    path("runs/<int:run_id>/", api.TrainingRunDetailApi.as_view(), name="run-detail"),
+    path("runs/<int:run_id>/cancel/", api.TrainingRunCancelApi.as_view(), name="run-cancel"),
 ]
