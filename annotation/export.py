@@ -21,11 +21,14 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from itertools import groupby, islice
 from pathlib import Path
 from typing import Any
+
+from django.db import connection, transaction
 
 from annotation.models import Comparison, Project, Prompt, Response, ResponseSetConsensus
 from config.exceptions import ApplicationError
@@ -33,6 +36,7 @@ from labelers.models import LabelerQuality
 
 EXPORT_MODES = ("annotator", "majority", "consensus")
 CHUNK = 5000
+TEXT_CACHE = 4096  # JSON-encoded texts kept by the JSONL export; a chunk of comparisons uses < 1,000
 
 _FIELDS = (
     "id",
@@ -128,6 +132,17 @@ def preference_rows(
     *, project: Project, split: str | None = None, drop_ties: bool = False, mode: str = "annotator"
 ) -> Iterator[dict[str, Any]]:
     """Yield export rows one at a time; memory stays flat whatever the project's size."""
+    if connection.vendor != "postgresql":
+        # SQLite's transactions here are IMMEDIATE (they take the write lock): stream without one.
+        yield from _preference_rows(project=project, split=split, drop_ties=drop_ties, mode=mode)
+        return
+    # Inside a transaction the server-side cursor is not WITH HOLD, so PostgreSQL streams the rows
+    # as they are fetched instead of materialising the whole sorted result before the first one.
+    with transaction.atomic():
+        yield from _preference_rows(project=project, split=split, drop_ties=drop_ties, mode=mode)
+
+
+def _preference_rows(*, project: Project, split: str | None, drop_ties: bool, mode: str) -> Iterator[dict[str, Any]]:
     if mode not in EXPORT_MODES:
         raise ApplicationError(f"mode: must be one of {', '.join(EXPORT_MODES)}, got {mode!r}.", code="invalid")
     if split is not None and split not in ("train", "val", "test"):
@@ -220,8 +235,24 @@ def preference_rows(
 def preferences_export_jsonl(**kwargs: Any) -> Iterator[str]:
     """The export as JSONL lines (each ends with a newline)."""
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    # A response's text is in (K - 1) pairs times its labelers' rows, all close together (rows come
+    # grouped by response set): encode each text once while its set streams by, not once per row.
+    encoded: dict[str, str] = {}
+
+    def text(value: Any) -> str:
+        if not isinstance(value, str):  # chat messages
+            return dumps(value)
+        found = encoded.get(value)
+        if found is None:
+            if len(encoded) >= TEXT_CACHE:
+                encoded.clear()
+            found = encoded[value] = dumps(value)
+        return found
+
     for row in preference_rows(**kwargs):
-        yield dumps(row) + "\n"
+        # Same bytes as dumps(row): prompt, chosen and rejected are the row's first three keys.
+        prompt, chosen, rejected = text(row.pop("prompt")), text(row.pop("chosen")), text(row.pop("rejected"))
+        yield f'{{"prompt":{prompt},"chosen":{chosen},"rejected":{rejected},{dumps(row)[1:]}\n'
 
 
 def _features(conversational: bool) -> Any:
@@ -265,7 +296,10 @@ def preferences_export_dataset(*, project: Project, path: str | Path, **kwargs: 
         def generate() -> Iterator[dict[str, Any]]:
             yield from preference_rows(project=project, **kwargs)
 
-        dataset = Dataset.from_generator(generate, features=_features(conversational), cache_dir=cache)
+        # A fresh fingerprint: the rows come from the database, not from anything datasets can hash.
+        dataset = Dataset.from_generator(
+            generate, features=_features(conversational), cache_dir=cache, fingerprint=uuid.uuid4().hex
+        )
         if target.exists():
             shutil.rmtree(target)
         dataset.save_to_disk(str(target))

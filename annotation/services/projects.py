@@ -61,7 +61,9 @@ def project_create(*, created_by: AuthUser | None, guideline: str = "", **fields
     _validate_project(project)
     project.save()
     if guideline.strip():
-        guideline_publish(project=project, body=guideline, note="Initial version", published_by=created_by)
+        project.current_guideline = guideline_publish(
+            project=project, body=guideline, note="Initial version", published_by=created_by
+        )
     return project
 
 
