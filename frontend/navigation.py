@@ -26,7 +26,7 @@ def nav_items(request: HttpRequest) -> list[NavItem]:
     if role in (Role.ADMIN, Role.ML_ENGINEER):
         items = [
             NavItem("Projects", reverse("frontend:project_list"), "projects"),
-            NavItem("Quality", reverse("frontend:coming", kwargs={"section": "quality"}), "quality", soon=True),
+            NavItem("Quality", reverse("frontend:quality_index"), "quality"),
             NavItem("Training", reverse("frontend:coming", kwargs={"section": "training"}), "training", soon=True),
         ]
         if role == Role.ADMIN:

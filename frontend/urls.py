@@ -1,6 +1,6 @@
 from django.urls import path
 
-from frontend.views import guidelines, labelers, labeling, pages, projects
+from frontend.views import guidelines, labelers, labeling, pages, projects, quality
 
 app_name = "frontend"
 
@@ -29,5 +29,22 @@ urlpatterns = [
     path("manage/guidelines/preview/", guidelines.guideline_preview, name="guideline_preview"),
     path("manage/labelers/", labelers.labeler_list, name="labeler_list"),
     path("manage/labelers/<int:user_id>/", labelers.labeler_update, name="labeler_update"),
+    # quality
+    path("manage/quality/", quality.quality_index, name="quality_index"),
+    path("manage/projects/<int:project_id>/quality/", quality.quality_page, name="quality_page"),
+    path("manage/projects/<int:project_id>/quality/refresh/", quality.quality_refresh, name="quality_refresh"),
+    path("manage/projects/<int:project_id>/quality/sets/", quality.quality_sets, name="quality_sets"),
+    path(
+        "manage/projects/<int:project_id>/quality/labelers/<int:user_id>/override/",
+        quality.quality_override,
+        name="quality_override",
+    ),
+    path("manage/projects/<int:project_id>/review/", quality.review_queue, name="review_queue"),
+    path("manage/projects/<int:project_id>/review/<int:set_id>/", quality.review_set, name="review_set"),
+    path(
+        "manage/projects/<int:project_id>/review/<int:set_id>/<slug:action>/",
+        quality.review_action,
+        name="review_action",
+    ),
     path("manage/<str:section>/", pages.coming, name="coming"),
 ]

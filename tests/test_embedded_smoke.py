@@ -97,7 +97,7 @@ def _worker(env: dict[str, str], log: Path) -> subprocess.Popen:
 def test_embedded_defaults_run_the_whole_flow(tmp_path):
     env = _env(tmp_path)
     manage = [sys.executable, "manage.py"]
-    for command in (["migrate", "--noinput", "-v0"], ["demo_data"]):
+    for command in (["migrate", "--noinput", "-v0"], ["demo_data", "--no-models"]):
         subprocess.run(manage + command, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
     assert (tmp_path / "var" / "db.sqlite3").exists()
     port = _free_port()

@@ -122,6 +122,7 @@ def compute_report(
     usernames: dict[int, str],
     set_tags: dict[int, list[str]],
     bootstrap: int = 1000,
+    review_w: float = LOW_AGREEMENT_W,
 ) -> dict[str, Any]:
     """The whole agreement report as a JSON-able dict."""
     started = time.perf_counter()
@@ -313,14 +314,14 @@ def compute_report(
         for i, d in enumerate(days.tolist())
     ]
 
-    low = np.isfinite(w) & (w < LOW_AGREEMENT_W)
+    low = np.isfinite(w) & (w < review_w)
     order = np.argsort(w[low])
     report["low_agreement_sets"] = [
         {"response_set_id": int(s), "kendall_w": _round(v)}
         for s, v in zip(w_ids[low][order][:500], w[low][order][:500], strict=True)
     ]
     report["low_agreement_count"] = int(low.sum())
-    report["kendall_w_threshold"] = LOW_AGREEMENT_W
+    report["kendall_w_threshold"] = review_w
     report["seconds"] = round(time.perf_counter() - started, 3)
     return report
 
@@ -350,7 +351,14 @@ def project_quality(*, project: Project, bootstrap: int = 1000) -> QualityResult
         for set_id, tags in project.response_sets.values_list("id", "prompt__tags").iterator(chunk_size=10000)
         if tags
     }
-    report = compute_report(labels, k=project.k, usernames=usernames, set_tags=set_tags, bootstrap=bootstrap)
+    report = compute_report(
+        labels,
+        k=project.k,
+        usernames=usernames,
+        set_tags=set_tags,
+        bootstrap=bootstrap,
+        review_w=project.review_kendall_w,
+    )
     consensus = compute_consensus(labels, project.k) if len(labels) else {}
     labelers = compute_labeler_quality(labels, meta, consensus) if len(labels) else {}
     gold: dict[int, dict[str, Any]] = {

@@ -72,3 +72,338 @@ def agreement_table_csv(*, report: dict[str, Any], table: str) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
+
+
+# --- review and drill-down pages ------------------------------------------------------------------
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+DRILLDOWN_LIMIT = 500
+
+
+def _sign(value: int) -> int:
+    return (value > 0) - (value < 0)
+
+
+def _codes(ranks: dict[str, int], response_ids: list[int]) -> dict[tuple[int, int], int]:
+    """One ranking as pairwise decisions on (lower id, higher id): 1 the first wins, -1 the second, 0 a tie."""
+    ordered = sorted(response_ids)
+    out = {}
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1 :]:
+            rank_a, rank_b = ranks.get(str(a)), ranks.get(str(b))
+            if rank_a is not None and rank_b is not None:
+                out[(a, b)] = _sign(int(rank_b) - int(rank_a))
+    return out
+
+
+def _pair_agreement(first: dict[tuple[int, int], int], second: dict[tuple[int, int], int]) -> tuple[int, int]:
+    """Agreeing decisions and decisions both made (a tie agrees only with a tie, as in the report)."""
+    shared = first.keys() & second.keys()
+    return sum(first[key] == second[key] for key in shared), len(shared)
+
+
+def _kendall_w(rank_lists: list[list[int]]) -> float | None:
+    """Kendall's W with the tie correction, on mid-ranks, for the rankings of one set."""
+    m = len(rank_lists)
+    k = len(rank_lists[0]) if rank_lists else 0
+    if m < 2 or k < 2:
+        return None
+    sums = [0.0] * k
+    tie_term = 0.0
+    for ranks in rank_lists:
+        for index, rank in enumerate(ranks):
+            better = sum(1 for other in ranks if other < rank)
+            tied = sum(1 for other in ranks if other == rank)
+            sums[index] += better + (tied + 1) / 2.0
+        for value in set(ranks):
+            t = ranks.count(value)
+            tie_term += t**3 - t
+    mean = m * (k + 1) / 2.0
+    s = sum((total - mean) ** 2 for total in sums)
+    denominator = m**2 * (k**3 - k) - m * tie_term
+    return round(12.0 * s / denominator, 6) if denominator > 0 else None
+
+
+def labeler_standing(*, project: Project, labeler_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Each labeler's override flag and account status now (the stored report may be older)."""
+    from annotation.quality.services import AUTO_PAUSE_PREFIX
+    from labelers.models import LabelerProfile, LabelerQuality, LabelerStatus
+
+    overrides = dict(
+        LabelerQuality.objects.filter(project=project, labeler_id__in=labeler_ids).values_list("labeler_id", "override")
+    )
+    profiles: dict[int, dict[str, Any]] = {
+        row["user_id"]: dict(row)
+        for row in LabelerProfile.objects.filter(user_id__in=labeler_ids).values("user_id", "status", "status_reason")
+    }
+    out = {}
+    for labeler_id in labeler_ids:
+        profile: dict[str, Any] = profiles.get(labeler_id, {})
+        paused = profile.get("status") == LabelerStatus.PAUSED
+        out[labeler_id] = {
+            "override": bool(overrides.get(labeler_id, False)),
+            "paused": paused,
+            "auto_paused": paused and str(profile.get("status_reason", "")).startswith(AUTO_PAUSE_PREFIX),
+            "status_reason": profile.get("status_reason", ""),
+        }
+    return out
+
+
+def _latest_low_w(project: Project) -> dict[int, float]:
+    report = AgreementReport.objects.filter(project=project).only("data").first()
+    rows = (report.data or {}).get("low_agreement_sets", []) if report is not None else []
+    return {int(row["response_set_id"]): row["kendall_w"] for row in rows}
+
+
+def _excerpt(text: str, limit: int = 140) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _prompt_text(prompt: Any) -> str:
+    if prompt.messages:
+        return " / ".join(str(message.get("content", "")) for message in prompt.messages)
+    return str(prompt.text)
+
+
+def review_queue(*, project: Project, state: str = "needs_review") -> list[dict[str, Any]]:
+    """Response sets in one review state, lowest Kendall's W first, with their consensus confidence."""
+    from django.db.models import Count
+
+    from annotation.models import ResponseSet
+
+    low_w = _latest_low_w(project)
+    sets = (
+        ResponseSet.objects.filter(project=project, review_state=state)
+        .select_related("prompt", "consensus")
+        .annotate(n_rankings=Count("rankings"))
+        .order_by("id")
+    )
+    rows = []
+    for response_set in sets:
+        consensus = getattr(response_set, "consensus", None)
+        rows.append(
+            {
+                "response_set_id": response_set.pk,
+                "prompt": _excerpt(_prompt_text(response_set.prompt)),
+                "tags": response_set.prompt.tags or [],
+                "rankings": response_set.n_rankings,
+                "required": response_set.required_count,
+                "kendall_w": low_w.get(response_set.pk),
+                "confidence": consensus.confidence if consensus is not None else None,
+                "is_gold": response_set.is_gold,
+            }
+        )
+    rows.sort(key=lambda row: (row["kendall_w"] is None, row["kendall_w"] or 0.0, row["response_set_id"]))
+    return rows
+
+
+def review_counts(*, project: Project) -> dict[str, int]:
+    """How many sets are in each review state (the empty state left out)."""
+    from django.db.models import Count
+
+    from annotation.models import ResponseSet
+
+    counts = dict(
+        ResponseSet.objects.filter(project=project)
+        .exclude(review_state="")
+        .values_list("review_state")
+        .annotate(n=Count("id"))
+        .values_list("review_state", "n")
+    )
+    return {state: counts.get(state, 0) for state in ("needs_review", "more_labels", "accepted")}
+
+
+def response_set_review_detail(*, response_set: Any) -> dict[str, Any]:
+    """Every labeler's ranking of one set side by side (responses in their canonical order), with
+    Likert scores, flags, comments and time, the consensus and the set's own agreement figures."""
+    from annotation.models import ResponseSetConsensus
+
+    project = response_set.project
+    items = list(response_set.items.select_related("response").order_by("position"))
+    response_ids = [item.response_id for item in items]
+    letter = {pk: LETTERS[index] for index, pk in enumerate(response_ids)}
+    flag_labels = {flag.get("key"): flag.get("label", flag.get("key")) for flag in project.flags or []}
+    consensus = ResponseSetConsensus.objects.filter(response_set=response_set).first()
+    consensus_codes = _codes(consensus.ranks, response_ids) if consensus is not None else {}
+    rankings = list(
+        Ranking.objects.filter(response_set=response_set).select_related("labeler", "guideline").order_by("id")
+    )
+    columns = []
+    codes = []
+    for ranking in rankings:
+        mine = _codes(ranking.ranks, response_ids)
+        codes.append(mine)
+        agreed, total = _pair_agreement(mine, consensus_codes)
+        columns.append(
+            {
+                "ranking_id": ranking.pk,
+                "labeler_id": ranking.labeler_id,
+                "username": ranking.labeler.get_username(),
+                "guideline_version": ranking.guideline.version if ranking.guideline else None,
+                "time_ms": ranking.time_spent_ms,
+                "comment": ranking.comment,
+                "pairwise_choice": ranking.pairwise_choice,
+                "seen_order": "".join(letter.get(int(pk), "?") for pk in ranking.display_order),
+                "agreement_with_consensus": round(agreed / total, 6) if total else None,
+                "accepted": consensus is not None and consensus.accepted_ranking_id == ranking.pk,
+                "created_at": ranking.created_at,
+            }
+        )
+    rows = []
+    for item in items:
+        key = str(item.response_id)
+        rows.append(
+            {
+                "response_id": item.response_id,
+                "letter": letter[item.response_id],
+                "text": item.response.text,
+                "consensus_rank": consensus.ranks.get(key) if consensus is not None else None,
+                "consensus_score": (consensus.scores or {}).get(key) if consensus is not None else None,
+                "gold_rank": (response_set.gold_ranks or {}).get(key) if response_set.is_gold else None,
+                "cells": [
+                    {
+                        "rank": ranking.ranks.get(key),
+                        "score": (ranking.scores or {}).get(key),
+                        "flags": [flag_labels.get(flag, flag) for flag in (ranking.flags or {}).get(key, [])],
+                    }
+                    for ranking in rankings
+                ],
+            }
+        )
+    agreed = total = 0
+    for i, first in enumerate(codes):
+        for second in codes[i + 1 :]:
+            a, t = _pair_agreement(first, second)
+            agreed, total = agreed + a, total + t
+    rank_lists = [[int(ranking.ranks.get(str(pk), 0)) for pk in response_ids] for ranking in rankings]
+    return {
+        "response_set": response_set,
+        "rows": rows,
+        "rankings": columns,
+        "consensus": None
+        if consensus is None
+        else {
+            "confidence": consensus.confidence,
+            "source": consensus.source,
+            "source_label": consensus.get_source_display(),
+            "accepted_ranking_id": consensus.accepted_ranking_id,
+            "order": _order_text(consensus.ranks, letter),
+        },
+        "percent_agreement": round(agreed / total, 6) if total else None,
+        "pairs": total,
+        "kendall_w": _kendall_w(rank_lists),
+        "review_state": response_set.review_state,
+        "review_state_label": response_set.get_review_state_display(),
+        "is_gold": response_set.is_gold,
+        "gold_order": _order_text(response_set.gold_ranks or {}, letter) if response_set.is_gold else "",
+    }
+
+
+def _order_text(ranks: dict[str, int], letter: dict[int, str]) -> str:
+    """Ranks as ``A > B = C``: best first, ties joined by ``=``."""
+    groups: dict[int, list[str]] = {}
+    for pk, rank in ranks.items():
+        groups.setdefault(int(rank), []).append(letter.get(int(pk), "?"))
+    return " > ".join(" = ".join(sorted(groups[rank])) for rank in sorted(groups))
+
+
+def agreement_drilldown(
+    *,
+    project: Project,
+    labeler_id: int | None = None,
+    pair: tuple[int, int] | None = None,
+    tag: str | None = None,
+    version: int | None = None,
+    low: bool = False,
+) -> dict[str, Any]:
+    """The response sets behind one number of the agreement report, each with the agreement that
+    number counts on it: the pair's own decisions, the labeler's against the others, the label
+    pairs made under one guideline version, or all of a set's label pairs (tag, low agreement).
+    Lowest agreement first."""
+    from annotation.models import ResponseSet
+
+    sets = ResponseSet.objects.filter(project=project)
+    if labeler_id is not None:
+        sets = sets.filter(rankings__labeler_id=labeler_id)
+    if pair is not None:
+        sets = sets.filter(rankings__labeler_id=pair[0]).filter(rankings__labeler_id=pair[1])
+    if version is not None:
+        sets = sets.filter(rankings__guideline__version=version) if version else sets.filter(rankings__guideline=None)
+    low_w = _latest_low_w(project)
+    if low:
+        sets = sets.filter(id__in=list(low_w))
+    candidates = list(sets.distinct().select_related("prompt").order_by("id"))
+    if tag is not None:
+        # JSON containment is not portable to SQLite; tags are short lists.
+        candidates = [s for s in candidates if tag in (s.prompt.tags or [])]
+    by_set: dict[int, list[Ranking]] = {}
+    for ranking in (
+        Ranking.objects.filter(response_set_id__in=[s.pk for s in candidates])
+        .select_related("guideline")
+        .order_by("id")
+        .only("id", "response_set_id", "labeler_id", "ranks", "guideline__version")
+    ):
+        by_set.setdefault(ranking.response_set_id, []).append(ranking)
+    items = _set_response_ids([s.pk for s in candidates])
+    rows: list[dict[str, Any]] = []
+    for response_set in candidates:
+        rankings = by_set.get(response_set.pk, [])
+        response_ids = items.get(response_set.pk, [])
+        coded = [(r, _codes(r.ranks, response_ids)) for r in rankings]
+        agreed = total = 0
+        for i, (first, first_codes) in enumerate(coded):
+            for second, second_codes in coded[i + 1 :]:
+                if first.labeler_id == second.labeler_id:
+                    continue
+                if labeler_id is not None and labeler_id not in (first.labeler_id, second.labeler_id):
+                    continue
+                if pair is not None and {first.labeler_id, second.labeler_id} != set(pair):
+                    continue
+                if version is not None and not (_version(first) == _version(second) == version):
+                    continue
+                a, t = _pair_agreement(first_codes, second_codes)
+                agreed, total = agreed + a, total + t
+        rows.append(
+            {
+                "response_set_id": response_set.pk,
+                "prompt": _excerpt(_prompt_text(response_set.prompt)),
+                "rankings": len(rankings),
+                "percent_agreement": round(agreed / total, 6) if total else None,
+                "agreeing": agreed,
+                "pairs": total,
+                "kendall_w": low_w.get(response_set.pk),
+                "review_state": response_set.review_state,
+                "review_state_label": response_set.get_review_state_display() if response_set.review_state else "",
+                "is_gold": response_set.is_gold,
+            }
+        )
+    rows.sort(
+        key=lambda row: (row["percent_agreement"] is None, row["percent_agreement"] or 0.0, row["response_set_id"])
+    )
+    agreeing, pairs = sum(row["agreeing"] for row in rows), sum(row["pairs"] for row in rows)
+    return {
+        "sets": rows[:DRILLDOWN_LIMIT],
+        "total": len(rows),
+        "agreeing": agreeing,
+        "pairs": pairs,
+        "percent_agreement": round(agreeing / pairs, 6) if pairs else None,
+        "truncated": len(rows) > DRILLDOWN_LIMIT,
+    }
+
+
+def _version(ranking: Ranking) -> int:
+    return ranking.guideline.version if ranking.guideline is not None else 0
+
+
+def _set_response_ids(set_ids: list[int]) -> dict[int, list[int]]:
+    from annotation.models import ResponseSetItem
+
+    out: dict[int, list[int]] = {}
+    for set_id, response_id in (
+        ResponseSetItem.objects.filter(response_set_id__in=set_ids)
+        .order_by("response_set_id", "position")
+        .values_list("response_set_id", "response_id")
+    ):
+        out.setdefault(set_id, []).append(response_id)
+    return out

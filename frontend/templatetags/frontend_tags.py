@@ -30,3 +30,33 @@ def duration(ms: int | None) -> str:
 @register.filter
 def get_item(mapping: dict[Any, Any], key: Any) -> Any:
     return mapping.get(key)
+
+
+@register.filter
+def pct(value: float | None, digits: int = 1) -> str:
+    """A share in 0..1 as ``72.6%``; an em dash when there is none."""
+    if value is None:
+        return "—"
+    return f"{value * 100:.{digits}f}%"
+
+
+@register.filter
+def num(value: float | None, digits: int = 3) -> str:
+    """A statistic such as kappa or alpha, ``0.642``; an em dash when there is none."""
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+@register.filter
+def ago(seconds: float | None) -> str:
+    """An age in seconds as ``just now``, ``3 min ago``, ``2 h ago`` or ``4 days ago``."""
+    if seconds is None:
+        return "never"
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 2 * 86400:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86400)} days ago"

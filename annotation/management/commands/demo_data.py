@@ -40,9 +40,66 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--password", default="demo-password")
+        parser.add_argument(
+            "--no-models", action="store_true", help="skip training the demo SFT policy and the loop settings"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        project = self._data(options)
+        if not options["no_models"]:
+            self._models(project)
+
+    def _models(self, project: Project) -> None:
+        """Train the tiny demo SFT policy once (a few CPU minutes), register it as the promoted
+        policy and KL reference, and set the loop to tiny CPU-sized runs."""
+        from django.conf import settings
+
+        from rlhf.models import LoopSettings, ModelVersion
+        from rlhf.services import model_version_register
+
+        if ModelVersion.objects.filter(project=project, is_reference=True).exists():
+            return
+        path = Path(settings.ARTIFACTS_ROOT) / "demo-sft"
+        if not (path / "config.json").exists():
+            from rlhf.training.tiny import train_demo_sft
+
+            self.stdout.write("Training the demo SFT policy on the bundled instructions (once; a few CPU minutes)...")
+            result = train_demo_sft(path)
+            self.stdout.write(f"  done in {result['seconds']:.0f} s, loss {result['loss']:.2f}")
+        model_version_register(
+            project=project, kind="policy", name="demo-sft", path=str(path), is_reference=True, promote=True
+        )
+        LoopSettings.objects.update_or_create(
+            project=project,
+            defaults={
+                "retrain_min_comparisons": 24,
+                "reward_min_accuracy": 0.5,
+                "ppo_max_kl": 50.0,
+                # The demo shows a whole round on a laptop; the evaluation is still recorded on the run.
+                "ppo_require_improvement": False,
+                "generate_prompts": 8,
+                "reward_config": {
+                    "learning_rate": 5e-4,
+                    "num_epochs": 2.0,
+                    "max_length": 256,
+                    "model": {"device": "cpu"},
+                },
+                "ppo_config": {
+                    "total_episodes": 64,
+                    "batch_size": 16,
+                    "mini_batch_size": 8,
+                    "num_ppo_epochs": 2,
+                    "response_length": 32,
+                    "learning_rate": 5e-5,
+                    "device": "cpu",
+                },
+                "generation_config": {"max_new_tokens": 48, "temperature": 0.8, "model": {"device": "cpu"}},
+            },
+        )
+        self.stdout.write("Demo SFT policy registered; the loop retrains after 24 new comparisons.")
 
     @transaction.atomic
-    def handle(self, *args: Any, **options: Any) -> None:
+    def _data(self, options: dict[str, Any]) -> Project:
         User = get_user_model()
         for username, role in DEMO_USERS:
             if not User.objects.filter(username=username).exists():
@@ -50,9 +107,10 @@ class Command(BaseCommand):
                 if role == Role.ADMIN:
                     user.is_superuser = True
                     user.save(update_fields=["is_superuser"])
-        if Project.objects.filter(name=DEMO_PROJECT).exists():
+        existing = Project.objects.filter(name=DEMO_PROJECT).first()
+        if existing is not None:
             self.stdout.write(f"Demo project '{DEMO_PROJECT}' already exists.")
-            return
+            return existing
         admin = User.objects.get(username="admin")
         project = project_create(
             created_by=admin,
@@ -66,3 +124,4 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Demo project '{project.name}': {summary.prompts} prompts, {summary.response_sets} response sets."
         )
+        return project

@@ -1,0 +1,106 @@
+"""Chart geometry for the quality pages. The templates draw it as inline SVG: no chart library to
+vendor, and the page reads the same with scripts off."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+WIDTH, HEIGHT = 640, 220
+LEFT, RIGHT, TOP, BOTTOM = 44, 16, 12, 34  # room for the axis labels
+
+
+@dataclass(frozen=True)
+class Point:
+    x: float
+    y: float
+    label: str
+    value: float
+    n: int
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    label: str
+    value: float | None
+    n: int
+    href: str = ""
+
+    @property
+    def cx(self) -> float:
+        return round(self.x + self.width / 2, 1)
+
+
+@dataclass
+class Chart:
+    width: int = WIDTH
+    height: int = HEIGHT
+    points: list[Point] = field(default_factory=list)
+    bars: list[Bar] = field(default_factory=list)
+    path: str = ""
+    y_ticks: list[tuple[float, str]] = field(default_factory=list)
+    x_ticks: list[tuple[float, str]] = field(default_factory=list)
+    reference: tuple[float, str] | None = None  # a dashed line across, e.g. the overall agreement
+    left: int = LEFT
+    right: int = WIDTH - RIGHT
+    bottom: float = HEIGHT - BOTTOM
+
+
+def _y(value: float) -> float:
+    """A share in 0..1 to a y coordinate (0 at the bottom)."""
+    return round(TOP + (1.0 - max(0.0, min(1.0, value))) * (HEIGHT - TOP - BOTTOM), 1)
+
+
+def _y_ticks() -> list[tuple[float, str]]:
+    return [(_y(v / 100), f"{v}%") for v in (0, 25, 50, 75, 100)]
+
+
+def agreement_over_time(rows: list[dict[str, Any]], *, overall: float | None = None) -> Chart:
+    """Percent agreement per day as a line; days without label pairs leave a gap in the x axis."""
+    chart = Chart(y_ticks=_y_ticks())
+    dated = [(dt.date.fromisoformat(row["date"]), row) for row in rows if row.get("percent_agreement") is not None]
+    if overall is not None:
+        chart.reference = (_y(overall), f"all days {overall * 100:.1f}%")
+    if not dated:
+        return chart
+    first, last = dated[0][0], dated[-1][0]
+    span = max((last - first).days, 1)
+    inner = WIDTH - LEFT - RIGHT
+    for day, row in dated:
+        x = LEFT + inner / 2 if first == last else LEFT + inner * (day - first).days / span
+        chart.points.append(
+            Point(round(x, 1), _y(row["percent_agreement"]), day.isoformat(), row["percent_agreement"], row["pairs"])
+        )
+    chart.path = "M" + " L".join(f"{p.x},{p.y}" for p in chart.points)
+    step = max(1, len(chart.points) // 6)
+    chart.x_ticks = [(p.x, p.label[5:]) for p in chart.points[::step]]
+    return chart
+
+
+def agreement_bars(items: list[tuple[str, float | None, int, str]]) -> Chart:
+    """One bar per (label, share, label pairs, link), e.g. per guideline version."""
+    chart = Chart(y_ticks=_y_ticks())
+    if not items:
+        return chart
+    inner = WIDTH - LEFT - RIGHT
+    slot = inner / len(items)
+    width = min(60.0, slot * 0.7)
+    for index, (label, value, n, href) in enumerate(items):
+        x = LEFT + slot * index + (slot - width) / 2
+        top = _y(value or 0.0)
+        chart.bars.append(Bar(round(x, 1), top, round(width, 1), round(chart.bottom - top, 1), label, value, n, href))
+        chart.x_ticks.append((round(x + width / 2, 1), label))
+    return chart
+
+
+def heat_color(value: float | None) -> str:
+    """Red through amber to green for 0..1 agreement; grey where there is nothing to show."""
+    if value is None:
+        return "#f1f3f6"
+    hue = round(120 * max(0.0, min(1.0, value)))
+    return f"hsl({hue}, 62%, 82%)"
