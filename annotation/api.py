@@ -459,7 +459,7 @@ class RankingSubmitApi(APIView):
             "id": ranking.pk,
             "assignment_id": ranking.assignment_id,
             "ranks": ranking.ranks,
-            "comparisons": ranking.comparisons.count(),
+            "comparisons": len(ranking.ranks) * (len(ranking.ranks) - 1) // 2,
             "created": created,
         }
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

@@ -134,11 +134,18 @@ def agreement_refresh_schedule(*, project_id: int) -> None:
     """Ask a worker to refresh the report a little later; bursts of submits collapse into one run."""
     if not settings.QUALITY_REFRESH_ON_SUBMIT:
         return
+    from django.core.cache import cache
+
     from annotation.tasks import agreement_refresh
 
+    key = f"agreement-refresh-pending:{project_id}"
+    # One message per project per delay window from this process, not one per submit.
+    if not cache.add(key, True, timeout=max(settings.QUALITY_REFRESH_DELAY_S, 1)):
+        return
     try:
         agreement_refresh.apply_async(args=[project_id], countdown=settings.QUALITY_REFRESH_DELAY_S)
     except Exception:  # a broker outage must never fail a labeler's submit
+        cache.delete(key)
         logger.exception("could not schedule the agreement refresh of project %s", project_id)
 
 

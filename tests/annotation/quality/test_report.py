@@ -108,6 +108,9 @@ def test_refresh_stores_once_and_the_api_says_how_fresh(worked, client_for, ml_e
 
 
 def test_a_submit_schedules_the_refresh_on_a_worker(settings, django_capture_on_commit_callbacks, labeler):
+    from django.core.cache import cache
+
+    cache.clear()
     settings.QUALITY_REFRESH_ON_SUBMIT = True
     settings.CELERY_TASK_ALWAYS_EAGER = True
     from config.celery import app
