@@ -306,7 +306,10 @@ def cluster_resamples(n: int, resamples: int, seed: int, batch: int = 50) -> Ite
     done = 0
     while done < resamples:
         size = min(batch, resamples - done)
-        yield rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)
+        # n draws with replacement, counted per cluster: the same distribution as a multinomial,
+        # which numpy draws one category at a time (slow for tens of thousands of clusters).
+        draws = rng.integers(0, n, size=(size, n)) + np.arange(size)[:, None] * n
+        yield np.bincount(draws.reshape(-1), minlength=size * n).reshape(size, n).astype(np.float64)
         done += size
 
 

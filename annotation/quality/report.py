@@ -87,10 +87,20 @@ def _round(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 6)
 
 
+def _unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, axis=0, return_inverse=True)`` for a 2-D integer array, by lexsort: the
+    same rows in the same order, without the slow sort of rows viewed as opaque bytes."""
+    order = np.lexsort(keys.T[::-1])
+    ordered = keys[order]
+    new = np.ones(len(ordered), dtype=bool)
+    new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    inverse = np.empty(len(ordered), dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return ordered[new], inverse
+
+
 def _units(labels: Labels) -> np.ndarray:
-    keys = np.stack([labels.set_id, labels.a, labels.b], axis=1)
-    _, unit = np.unique(keys, axis=0, return_inverse=True)
-    return unit.reshape(-1)
+    return _unique_rows(np.stack([labels.set_id, labels.a, labels.b], axis=1))[1]
 
 
 def _midranks(labels: Labels, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -100,9 +110,7 @@ def _midranks(labels: Labels, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     response = np.concatenate([labels.a, labels.b])
     lost = np.concatenate([labels.code == -1, labels.code == 1]).astype(np.float64)
     tied = np.concatenate([labels.code == 0, labels.code == 0]).astype(np.float64)
-    keys = np.stack([ranking, response], axis=1)
-    uniq, index = np.unique(keys, axis=0, return_inverse=True)
-    index = index.reshape(-1)
+    uniq, index = _unique_rows(np.stack([ranking, response], axis=1))
     losses = np.bincount(index, weights=lost, minlength=len(uniq))
     ties = np.bincount(index, weights=tied, minlength=len(uniq))
     n_rankings = len(uniq) // k
@@ -409,6 +417,24 @@ class RankingMeta:
 
 
 def load_ranking_meta(project: Project) -> RankingMeta:
+    k = project.k
+    if connection.vendor == "postgresql":
+        # Plain integers, the display order unpacked by the server: no JSON decoding per row here.
+        order = ", ".join(f"CAST(r.display_order->>{i} AS bigint)" for i in range(k))
+        sql = (
+            f"SELECT r.id, r.labeler_id, r.time_spent_ms, s.prompt_id, {order} FROM annotation_ranking r "
+            "JOIN annotation_responseset s ON s.id = r.response_set_id WHERE s.project_id = %s ORDER BY r.id"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [project.pk])
+            data = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, 4 + k)
+        return RankingMeta(
+            ranking=data[:, 0].copy(),
+            labeler=data[:, 1].copy(),
+            time_ms=data[:, 2].copy(),
+            prompt=data[:, 3].copy(),
+            display=np.ascontiguousarray(data[:, 4:]),
+        )
     from annotation.models import Ranking
 
     rows = list(
@@ -417,7 +443,6 @@ def load_ranking_meta(project: Project) -> RankingMeta:
         .values_list("id", "labeler_id", "time_spent_ms", "response_set__prompt_id", "display_order")
         .iterator(chunk_size=20000)
     )
-    k = project.k
     if not rows:
         empty = np.zeros(0, dtype=np.int64)
         return RankingMeta(empty, empty, empty, empty, np.zeros((0, k), dtype=np.int64))
@@ -437,18 +462,19 @@ def compute_consensus(labels: Labels, k: int) -> dict[str, np.ndarray]:
     Returns per set: ids, response ids (sets x K), scores, dense ranks, confidence (the share of
     the set's labels that agree with the consensus order), and per label whether it agrees."""
     keys = np.stack([np.concatenate([labels.set_id, labels.set_id]), np.concatenate([labels.a, labels.b])], axis=1)
-    uniq, item = np.unique(keys, axis=0, return_inverse=True)
-    item = item.reshape(-1)
+    uniq, item = _unique_rows(keys)
     set_ids = uniq[::k, 0]
     responses = uniq[:, 1].reshape(-1, k)
     n_sets = set_ids.size
     n = len(labels)
     set_index = item[:n] // k
     ia, ib = item[:n] % k, item[n:] % k
-    wins = np.zeros((n_sets, k, k))
     a_score = np.where(labels.code == 1, 1.0, np.where(labels.code == 0, 0.5, 0.0))
-    np.add.at(wins, (set_index, ia, ib), a_score)
-    np.add.at(wins, (set_index, ib, ia), 1.0 - a_score)
+    cells = n_sets * k * k
+    wins = (
+        np.bincount((set_index * k + ia) * k + ib, weights=a_score, minlength=cells)
+        + np.bincount((set_index * k + ib) * k + ia, weights=1.0 - a_score, minlength=cells)
+    ).reshape(n_sets, k, k)
     prior = 1.0 / (k - 1)  # one virtual tie against every other item keeps unbeaten items finite
     games = wins + wins.transpose(0, 2, 1) + prior
     eye = np.eye(k, dtype=bool)
