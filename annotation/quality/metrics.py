@@ -341,3 +341,50 @@ def alpha_bootstrap_ci(
         return None
     lo, hi = np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
+
+
+def bootstrap_all(
+    ratios: list[tuple[NDArray, NDArray]],
+    per_cluster_coincidences: NDArray,
+    *,
+    level_of_measurement: str,
+    value_domain: list[int],
+    resamples: int = 1000,
+    alpha_resamples: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[list[tuple[float, float] | None], tuple[float, float] | None]:
+    """Percentile bootstrap CIs of several ratios of sums and of Krippendorff's alpha from one set
+    of cluster resamples (the same as calling ``bootstrap_ci`` / ``alpha_bootstrap_ci`` with one
+    seed, drawn once)."""
+    n = per_cluster_coincidences.shape[0]
+    if n < 2:
+        return [None] * len(ratios), None
+    nums = np.stack([np.asarray(num, dtype=np.float64) for num, _ in ratios])  # (R, n)
+    dens = np.stack([np.asarray(den, dtype=np.float64) for _, den in ratios])
+    flat = per_cluster_coincidences.reshape(n, -1)
+    ratio_values: list[NDArray] = []
+    alphas: list[float] = []
+    done = 0
+    for weights in cluster_resamples(n, max(resamples, alpha_resamples), seed):
+        ratio_values.append((weights @ nums.T) / np.maximum(weights @ dens.T, 1e-12))  # (batch, R)
+        if done < alpha_resamples:
+            for o in (weights[: alpha_resamples - done] @ flat).reshape(-1, *per_cluster_coincidences.shape[1:]):
+                alpha = alpha_from_coincidences(o, level=level_of_measurement, value_domain=value_domain)
+                if alpha is not None:
+                    alphas.append(alpha)
+        done += weights.shape[0]
+    values = np.concatenate(ratio_values)[:resamples]
+    bounds = [(1 - level) / 2, 1 - (1 - level) / 2]
+    cis: list[tuple[float, float] | None] = []
+    for index, (_, den) in enumerate(ratios):
+        if np.asarray(den).sum() == 0:
+            cis.append(None)
+            continue
+        lo, hi = np.quantile(values[:, index], bounds)
+        cis.append((float(lo), float(hi)))
+    alpha_ci = None
+    if alphas:
+        lo, hi = np.quantile(alphas, bounds)
+        alpha_ci = (float(lo), float(hi))
+    return cis, alpha_ci

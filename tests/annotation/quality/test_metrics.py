@@ -157,3 +157,24 @@ def test_bootstrap_ci_brackets_the_estimate():
     assert lo < estimate < hi
     assert hi - lo < 0.1
     assert metrics.bootstrap_ci(agreeing[:1], total[:1]) is None
+
+
+def test_bootstrap_all_equals_the_separate_bootstraps():
+    rng = np.random.default_rng(5)
+    n = 300
+    agreeing, total = rng.integers(0, 4, n).astype(float), np.full(n, 3.0)
+    per_o = rng.integers(0, 3, (n, 3, 3)).astype(float)
+    per_o = per_o + per_o.transpose(0, 2, 1)
+    (ci,), alpha_ci = metrics.bootstrap_all(
+        [(agreeing, total)],
+        per_o,
+        level_of_measurement="ordinal",
+        value_domain=[-1, 0, 1],
+        resamples=400,
+        alpha_resamples=120,
+        seed=2,
+    )
+    assert ci == metrics.bootstrap_ci(agreeing, total, resamples=400, seed=2)
+    assert alpha_ci == metrics.alpha_bootstrap_ci(
+        per_o, level_of_measurement="ordinal", value_domain=[-1, 0, 1], resamples=120, seed=2
+    )
