@@ -1,5 +1,5 @@
-"""Chart geometry for the quality pages. The templates draw it as inline SVG: no chart library to
-vendor, and the page reads the same with scripts off."""
+"""Chart geometry for the quality and training pages. The templates draw it as inline SVG: no chart
+library to vendor, and the page reads the same with scripts off."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ class Point:
     label: str
     value: float
     n: int
+    text: str = ""  # the value as shown in the tooltip
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Chart:
     left: int = LEFT
     right: int = WIDTH - RIGHT
     bottom: float = HEIGHT - BOTTOM
+    show_dots: bool = True
 
 
 def _y(value: float) -> float:
@@ -104,3 +106,69 @@ def heat_color(value: float | None) -> str:
         return "#f1f3f6"
     hue = round(120 * max(0.0, min(1.0, value)))
     return f"hsl({hue}, 62%, 82%)"
+
+
+MAX_LINE_POINTS = 400  # a long run's series is thinned to this many points; the last one is kept
+MAX_DOTS = 60
+
+
+def _value_text(value: float, percent: bool) -> str:
+    return f"{value * 100:.1f}%" if percent else f"{value:.4g}"
+
+
+def _tick_text(value: float, percent: bool) -> str:
+    return f"{value * 100:.1f}%" if percent else f"{value:.3g}"
+
+
+def series_chart(
+    series: list[Any] | None,
+    *,
+    percent: bool = False,
+    reference: float | None = None,
+    reference_label: str = "",
+) -> Chart:
+    """A metric over training steps, ``[[step, value], ...]``, as a line on an axis fitted to the
+    values (and to the reference line, so that it is always in view)."""
+    chart = Chart()
+    pairs = [
+        (float(item[0]), float(item[1]))
+        for item in series or []
+        if isinstance(item, list | tuple) and len(item) == 2 and all(isinstance(v, int | float) for v in item)
+    ]
+    if len(pairs) > MAX_LINE_POINTS:
+        stride = len(pairs) / MAX_LINE_POINTS
+        pairs = [pairs[int(i * stride)] for i in range(MAX_LINE_POINTS - 1)] + [pairs[-1]]
+    values = [v for _, v in pairs] + ([reference] if reference is not None else [])
+    if not values:
+        return chart
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.08 or abs(high) * 0.1 or 1.0
+    low, high = low - pad, high + pad
+    inner_h = HEIGHT - TOP - BOTTOM
+
+    def y(value: float) -> float:
+        return round(TOP + (high - value) / (high - low) * inner_h, 1)
+
+    chart.y_ticks = [(y(low + (high - low) * i / 4), _tick_text(low + (high - low) * i / 4, percent)) for i in range(5)]
+    if reference is not None:
+        chart.reference = (y(reference), f"{reference_label} {_value_text(reference, percent)}".strip())
+    if not pairs:
+        return chart
+    first, last = pairs[0][0], pairs[-1][0]
+    span = (last - first) or 1.0
+    inner_w = WIDTH - LEFT - RIGHT
+    for step, value in pairs:
+        x = LEFT + inner_w / 2 if first == last else LEFT + inner_w * (step - first) / span
+        chart.points.append(
+            Point(round(x, 1), y(value), f"{step:g}", value, int(step), text=_value_text(value, percent))
+        )
+    chart.path = "M" + " L".join(f"{p.x},{p.y}" for p in chart.points)
+    chart.show_dots = len(chart.points) <= MAX_DOTS
+    if first == last:
+        chart.x_ticks = [(chart.points[0].x, f"{first:g}")]
+    else:
+        # labels on whole steps, placed where those steps are; a short run gets one per step
+        ticks = max(1, min(6, int(last - first)))
+        steps = sorted({round(first + span * i / ticks) for i in range(ticks + 1)})
+        chart.x_ticks = [(round(LEFT + inner_w * (step - first) / span, 1), str(step)) for step in steps]
+    return chart

@@ -87,3 +87,32 @@ class LabelerUpdateForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices, required=False)
     status = forms.ChoiceField(choices=[("active", "Active"), ("paused", "Paused")], required=False)
     status_reason = forms.CharField(max_length=500, required=False)
+
+
+class LoopSettingsForm(forms.Form):
+    auto_chain = forms.BooleanField(
+        label="Chain the steps automatically",
+        required=False,
+        help_text="A reward run that passes is promoted and starts PPO; a PPO policy that passes is promoted and "
+        "writes the next batch.",
+    )
+    retrain_min_comparisons = forms.IntegerField(
+        label="Retrain after (new comparisons)",
+        min_value=1,
+        max_value=10_000_000,
+        help_text="The schedule starts a reward run once this many comparisons arrived since the last one.",
+    )
+    reward_min_accuracy = forms.FloatField(
+        label="Reward model: minimum held-out accuracy",
+        min_value=0.0,
+        max_value=1.0,
+        help_text="A share between 0 and 1 (0.55 is 55%).",
+    )
+    ppo_max_kl = forms.FloatField(
+        label="PPO: largest KL to the reference",
+        min_value=0.0,
+        help_text="Mean KL (nats per response) a policy may have and still be promoted.",
+    )
+    generate_prompts = forms.IntegerField(
+        label="Prompts per generated batch", min_value=1, max_value=100_000, help_text="Each gets K responses."
+    )

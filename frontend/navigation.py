@@ -27,7 +27,7 @@ def nav_items(request: HttpRequest) -> list[NavItem]:
         items = [
             NavItem("Projects", reverse("frontend:project_list"), "projects"),
             NavItem("Quality", reverse("frontend:quality_index"), "quality"),
-            NavItem("Training", reverse("frontend:coming", kwargs={"section": "training"}), "training", soon=True),
+            NavItem("Training", reverse("frontend:training_index"), "training"),
         ]
         if role == Role.ADMIN:
             items.insert(1, NavItem("Labelers", reverse("frontend:labeler_list"), "labelers"))

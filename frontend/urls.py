@@ -1,6 +1,6 @@
 from django.urls import path
 
-from frontend.views import guidelines, labelers, labeling, pages, projects, quality
+from frontend.views import guidelines, labelers, labeling, pages, projects, quality, training
 
 app_name = "frontend"
 
@@ -46,5 +46,21 @@ urlpatterns = [
         quality.review_action,
         name="review_action",
     ),
+    # training
+    path("manage/training/", training.training_index, name="training_index"),
+    path("manage/projects/<int:project_id>/training/", training.training_page, name="training_page"),
+    path("manage/projects/<int:project_id>/training/runs/", training.training_runs, name="training_runs"),
+    path("manage/projects/<int:project_id>/training/start/", training.training_start, name="training_start"),
+    path("manage/projects/<int:project_id>/training/rollback/", training.model_rollback, name="model_rollback"),
+    path(
+        "manage/projects/<int:project_id>/training/settings/",
+        training.loop_settings_update,
+        name="loop_settings_update",
+    ),
+    path("manage/projects/<int:project_id>/compare/", training.compare_page, name="compare_page"),
+    path("manage/versions/<int:version_id>/promote/", training.model_promote, name="model_promote"),
+    path("manage/runs/<int:run_id>/", training.run_detail, name="run_detail"),
+    path("manage/runs/<int:run_id>/live/", training.run_live, name="run_live"),
+    path("manage/runs/<int:run_id>/cancel/", training.run_cancel, name="run_cancel"),
     path("manage/<str:section>/", pages.coming, name="coming"),
 ]

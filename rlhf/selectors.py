@@ -70,3 +70,145 @@ def model_versions_compare(*, a: ModelVersion, b: ModelVersion) -> dict[str, Any
         return {"id": v.pk, "name": v.name, "kind": v.kind, "state": v.state, "metrics": v.metrics}
 
     return {"a": view(a), "b": view(b)}
+
+
+def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
+    """A project's models with the parent and the run that made each, newest first."""
+    return ModelVersion.objects.filter(project=project).select_related("parent", "run").order_by("-created_at", "-id")
+
+
+def training_runs_active(*, project: Project) -> QuerySet[TrainingRun]:
+    return training_run_list(project=project).filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+
+
+def _sample_prompt_key(prompt: Any) -> str:
+    return prompt if isinstance(prompt, str) else repr(prompt)
+
+
+def _evaluation_samples(run: TrainingRun | None) -> list[dict[str, Any]]:
+    """The held-out sample table of a PPO run: candidate and baseline answers to the same prompts,
+    scored by the run's reward model; older runs keep it under ``summary['samples']``."""
+    if run is None:
+        return []
+    summary = run.summary or {}
+    samples = (summary.get("evaluation") or {}).get("samples") or summary.get("samples") or []
+    return [s for s in samples if isinstance(s, dict) and "prompt" in s]
+
+
+def _policy_answers(version: ModelVersion) -> tuple[dict[str, dict[str, Any]], TrainingRun | None]:
+    """A policy's stored held-out answers by prompt: from the run that made it, else from the
+    newest run that evaluated a candidate against it as the baseline."""
+    own = _evaluation_samples(version.run) if version.run_id else []
+    if own:
+        answers = {
+            _sample_prompt_key(s["prompt"]): {
+                "prompt": s["prompt"],
+                "response": s.get("response"),
+                "reward": s.get("reward"),
+            }
+            for s in own
+        }
+        return answers, version.run
+    as_baseline = TrainingRun.objects.filter(policy=version, kind="ppo").exclude(summary={}).order_by("-id")
+    for run in as_baseline:
+        rows = [s for s in _evaluation_samples(run) if "baseline_response" in s]
+        if rows:
+            answers = {
+                _sample_prompt_key(s["prompt"]): {
+                    "prompt": s["prompt"],
+                    "response": s.get("baseline_response"),
+                    "reward": s.get("baseline_reward"),
+                }
+                for s in rows
+            }
+            return answers, run
+    return {}, None
+
+
+def policy_versions_sample_compare(*, a: ModelVersion, b: ModelVersion) -> dict[str, Any]:
+    """Two policies on the held-out prompts their runs stored, side by side: mean reward of each
+    over the shared prompts and A's win rate (ties count half). Exact when one run scored both
+    (one version is the other's PPO baseline); across runs only when the same reward model
+    scored both, otherwise the rows are shown without a win rate."""
+    for candidate, baseline, flipped in ((a, b, False), (b, a, True)):
+        run = candidate.run
+        if run is not None and run.policy_id == baseline.pk:
+            rows = [s for s in _evaluation_samples(run) if "baseline_response" in s]
+            if rows:
+                pairs = [
+                    (
+                        s["prompt"],
+                        s.get("response"),
+                        s.get("reward"),
+                        s.get("baseline_response"),
+                        s.get("baseline_reward"),
+                    )
+                    for s in rows
+                ]
+                if flipped:
+                    pairs = [(p, rb, sb, ra, sa) for p, ra, sa, rb, sb in pairs]
+                reward_models = [run.reward_model_id] if run.reward_model_id is not None else []
+                out = _sample_compare(pairs, source="one_run", runs=[run], reward_model_ids=reward_models)
+                evaluation = (run.summary or {}).get("evaluation") or {}
+                held_out = (evaluation.get("candidate_reward"), evaluation.get("baseline_reward"))
+                out["a_held_out_reward"], out["b_held_out_reward"] = held_out[::-1] if flipped else held_out
+                return out
+    answers_a, run_a = _policy_answers(a)
+    answers_b, run_b = _policy_answers(b)
+    shared = [key for key in answers_a if key in answers_b]
+    pairs = [
+        (
+            answers_a[key]["prompt"],
+            answers_a[key]["response"],
+            answers_a[key]["reward"],
+            answers_b[key]["response"],
+            answers_b[key]["reward"],
+        )
+        for key in shared
+    ]
+    runs = [run for run in (run_a, run_b) if run is not None]
+    reward_models = sorted({run.reward_model_id for run in runs if run.reward_model_id is not None})
+    out = _sample_compare(pairs, source="two_runs", runs=runs, reward_model_ids=reward_models)
+    out["a_held_out_reward"] = _held_out_reward(a, run_a)
+    out["b_held_out_reward"] = _held_out_reward(b, run_b)
+    return out
+
+
+def _held_out_reward(version: ModelVersion, run: TrainingRun | None) -> float | None:
+    """The mean held-out reward a run's evaluation gave ``version``, as its output or its baseline."""
+    if run is None:
+        return None
+    evaluation = (run.summary or {}).get("evaluation") or {}
+    key = "candidate_reward" if run.pk == version.run_id else "baseline_reward"
+    value = evaluation.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _sample_compare(
+    pairs: list[tuple[Any, Any, Any, Any, Any]], *, source: str, runs: list[TrainingRun], reward_model_ids: list[int]
+) -> dict[str, Any]:
+    rows = [
+        {"prompt": p, "a_response": ra, "a_reward": sa, "b_response": rb, "b_reward": sb} for p, ra, sa, rb, sb in pairs
+    ]
+    scored = [
+        (float(r["a_reward"]), float(r["b_reward"]))
+        for r in rows
+        if isinstance(r["a_reward"], int | float) and isinstance(r["b_reward"], int | float)
+    ]
+    comparable = bool(scored) and len(reward_model_ids) <= 1
+    out: dict[str, Any] = {
+        "rows": rows,
+        "source": source,
+        "run_ids": [run.pk for run in runs],
+        "reward_model_ids": reward_model_ids,
+        "comparable": comparable,
+        "scored": len(scored),
+        "a_mean_reward": None,
+        "b_mean_reward": None,
+        "win_rate": None,
+    }
+    if comparable:
+        out["a_mean_reward"] = sum(x for x, _ in scored) / len(scored)
+        out["b_mean_reward"] = sum(y for _, y in scored) / len(scored)
+        out["win_rate"] = sum(1.0 if x > y else 0.5 if x == y else 0.0 for x, y in scored) / len(scored)
+    return out

@@ -562,3 +562,44 @@ def training_runs_reap() -> int:
         _finish(run, RunStatus.FAILED, "failed: worker lost")
         count += 1
     return count
+
+
+LOOP_SETTING_FIELDS: dict[str, tuple[type, Any, Any]] = {
+    "auto_chain": (bool, None, None),
+    "retrain_min_comparisons": (int, 1, None),
+    "reward_min_accuracy": (float, 0.0, 1.0),
+    "ppo_max_kl": (float, 0.0, None),
+    "ppo_require_improvement": (bool, None, None),
+    "generate_prompts": (int, 1, None),
+    "reward_config": (dict, None, None),
+    "ppo_config": (dict, None, None),
+    "generation_config": (dict, None, None),
+}
+
+
+@transaction.atomic
+def loop_settings_update(*, project: Project, **fields: Any) -> LoopSettings:
+    """Change how the project's loop turns; every field is checked and named when wrong."""
+    loop = LoopSettings.objects.select_for_update().get(pk=loop_settings_get(project=project).pk)
+    for name, value in fields.items():
+        if name not in LOOP_SETTING_FIELDS:
+            raise ApplicationError(f"{name}: unknown loop setting.", code="invalid")
+        kind, low, high = LOOP_SETTING_FIELDS[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise ApplicationError(f"{name}: must be {kind.__name__}, got {value!r}.", code="invalid")
+        if low is not None and value < low:
+            raise ApplicationError(f"{name}: must be at least {low}, got {value}.", code="invalid")
+        if high is not None and value > high:
+            raise ApplicationError(f"{name}: must be at most {high}, got {value}.", code="invalid")
+        setattr(loop, name, value)
+    for name, run_kind in (("reward_config", "reward"), ("ppo_config", "ppo"), ("generation_config", "generate")):
+        if name in fields:
+            base = {"model": {"model_name_or_path": "settings-check"}} if run_kind != "ppo" else {}
+            try:
+                _validated_config(run_kind, base, fields[name])
+            except ApplicationError as exc:
+                raise ApplicationError(f"{name}.{exc.message.removeprefix('config.')}", code="invalid_config") from exc
+    loop.save()
+    return loop

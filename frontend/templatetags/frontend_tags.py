@@ -60,3 +60,18 @@ def ago(seconds: float | None) -> str:
     if seconds < 2 * 86400:
         return f"{int(seconds // 3600)} h ago"
     return f"{int(seconds // 86400)} days ago"
+
+
+@register.filter
+def seconds(value: float | None) -> str:
+    """A remaining time as ``45 s``, ``3 min 05 s`` or ``2 h 10 min``; an em dash when unknown."""
+    if value is None:
+        return "—"
+    total = round(value)
+    if total < 60:
+        return f"{total} s"
+    if total < 3600:
+        minutes, rest = divmod(total, 60)
+        return f"{minutes} min {rest:02d} s"
+    hours, rest = divmod(total, 3600)
+    return f"{hours} h {rest // 60:02d} min"

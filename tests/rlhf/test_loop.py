@@ -254,3 +254,36 @@ def test_rollback_restores_the_previous_policy_for_generation(tmp_path):
     project.refresh_from_db()
     assert (v2.state, restored.state, project.current_policy_id) == ("archived", "promoted", sft.pk)
     assert training_run_start(project=project, kind="generate").policy_id == sft.pk
+
+
+@pytest.mark.django_db
+def test_loop_settings_update_names_the_bad_field():
+    from config.exceptions import ApplicationError
+    from rlhf.services import loop_settings_update
+
+    project = ProjectFactory()
+    loop = loop_settings_update(project=project, retrain_min_comparisons=50, reward_min_accuracy=1)
+    assert (loop.retrain_min_comparisons, loop.reward_min_accuracy) == (50, 1.0)
+    with pytest.raises(ApplicationError) as exc:
+        loop_settings_update(project=project, reward_min_accuracy=1.5)
+    assert exc.value.message == "reward_min_accuracy: must be at most 1.0, got 1.5."
+    with pytest.raises(ApplicationError) as exc:
+        loop_settings_update(project=project, ppo_config={"kl_coef": -1})
+    assert exc.value.message.startswith("ppo_config.kl_coef: ")
+    with pytest.raises(ApplicationError) as exc:
+        loop_settings_update(project=project, ppo_config={"colour": 1})
+    assert exc.value.message == "ppo_config.colour: unknown field for PPOConfig"
+
+
+@pytest.mark.django_db
+def test_bad_run_config_is_a_400_naming_the_field(client_for, ml_engineer, tmp_path):
+    project = ProjectFactory()
+    model_version_register(
+        project=project, kind="policy", name="sft", path=str(tmp_path), is_reference=True, promote=True
+    )
+    response = client_for(ml_engineer).post(
+        f"/api/v1/projects/{project.pk}/runs/", {"kind": "generate", "config": {"temperature": 0}}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("config.temperature: ")
+    assert TrainingRun.objects.count() == 0
