@@ -7,7 +7,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-from annotation.export import preference_rows, preferences_export_dataset
+from annotation.export import preference_rows, preferences_export_dataset, preferences_export_jsonl
 from annotation.services import assignment_lease_next, guideline_acknowledge, guideline_publish, ranking_submit
 from config.exceptions import ApplicationError
 from rlhf.models import ModelVersion
@@ -94,6 +94,9 @@ def test_jsonl_and_dataset_round_trip(ranked, tmp_path):
     call_command("export_preferences", str(project.pk), "--out", str(jsonl))
     from_json = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert from_json == list(preference_rows(project=project))
+    # Byte for byte what json.dumps writes for each row.
+    compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    assert jsonl.read_text() == "".join(compact(row) + "\n" for row in preference_rows(project=project))
 
     assert preferences_export_dataset(project=project, path=tmp_path / "ds") == 9
     dataset = load_from_disk(str(tmp_path / "ds"))
@@ -112,6 +115,8 @@ def test_chat_prompts_export_conversational(tmp_path, labeler):
     other = next(pk for pk in lease.display_order if pk != hello)
     ranking_submit(assignment_id=lease.pk, labeler=labeler, idempotency_key="c", ranks={hello: 1, other: 2})
     (row,) = preference_rows(project=project)
+    compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    assert list(preferences_export_jsonl(project=project)) == [compact(row) + "\n"]
     assert row["prompt"] == messages
     assert row["chosen"] == [{"role": "assistant", "content": "Hello!"}]
     assert row["rejected"] == [{"role": "assistant", "content": "Go away."}]
