@@ -297,23 +297,35 @@ class _LineBuilder:
             rejected = enc(("assistant", rejected_text), _messages(rejected_text, "assistant"))
         else:
             chosen, rejected = enc(("text", chosen_text), chosen_text), enc(("text", rejected_text), rejected_text)
-        usernames = [member[7] for member in members]
-        skill_values = [skills.get(name) for name in usernames]
-        versions = sorted({member[8] for member in members if member[8] is not None})
+        if len(members) == 1:  # annotator mode: one labeler per row, no joins needed
+            member = members[0]
+            skill = skills.get(member[7])
+            annotators = f"[{enc(('user', member[7]), member[7])}]"
+            skill_list = "[null]" if skill is None else f"[{float(skill)!r}]"
+            rankings, comparisons = f"[{member[6]}]", f"[{member[0]}]"
+            versions = "[]" if member[8] is None else f"[{member[8]}]"
+        else:
+            annotators = f"[{','.join(enc(('user', m[7]), m[7]) for m in members)}]"
+            values = [skills.get(m[7]) for m in members]
+            skill_list = f"[{','.join('null' if v is None else repr(float(v)) for v in values)}]"
+            rankings = f"[{','.join(str(m[6]) for m in members)}]"
+            comparisons = f"[{','.join(str(m[0]) for m in members)}]"
+            versions = f"[{','.join(map(str, sorted({m[8] for m in members if m[8] is not None})))}]"
+        tail = self.cache.get(("tail", external_id))
+        if tail is None:
+            tail = self.cache[("tail", external_id)] = (
+                f'"prompt_id":{self.dumps(external_id)},"split":{self.dumps(split)},"tags":{self.dumps(list(tags))}'
+            )
+        confidence = "null" if consensus_confidence is None else repr(float(consensus_confidence))
         return (
             f'{{"prompt":{enc(("prompt", external_id), prompt_value)},"chosen":{chosen},"rejected":{rejected},'
             f'"margin":{float(margin)!r},"is_tie":{"true" if outcome == "tie" else "false"},'
-            f'"agreement":{agreement},"n_annotators":{n_annotators},'
-            f'"annotator_ids":[{",".join(enc(("user", name), name) for name in usernames)}],'
-            f'"annotator_skills":[{",".join("null" if v is None else repr(float(v)) for v in skill_values)}],'
-            f'"consensus_confidence":{"null" if consensus_confidence is None else repr(float(consensus_confidence))},'
-            f'"ranking_ids":[{",".join(str(member[6]) for member in members)}],'
-            f'"comparison_ids":[{",".join(str(member[0]) for member in members)}],'
-            f'"guideline_versions":[{",".join(map(str, versions))}],'
+            f'"agreement":{agreement},"n_annotators":{n_annotators},"annotator_ids":{annotators},'
+            f'"annotator_skills":{skill_list},"consensus_confidence":{confidence},"ranking_ids":{rankings},'
+            f'"comparison_ids":{comparisons},"guideline_versions":{versions},'
             f'"chosen_model":{enc(("model", chosen_model), chosen_model)},'
-            f'"rejected_model":{enc(("model", rejected_model), rejected_model)},'
-            f'"prompt_id":{enc(("pid", external_id), external_id)},"split":{enc(("split", split), split)},'
-            f'"tags":{enc(("tags", external_id), list(tags))},"response_set_id":{response_set_id}}}\n'
+            f'"rejected_model":{enc(("model", rejected_model), rejected_model)},{tail},'
+            f'"response_set_id":{response_set_id}}}\n'
         )
 
 

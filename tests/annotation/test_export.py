@@ -73,6 +73,8 @@ def test_majority_mode_and_drop_ties(ranked):
     project, _ = ranked
     rows = list(preference_rows(project=project, mode="majority"))
     assert len(rows) == 3
+    compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    assert list(preferences_export_jsonl(project=project, mode="majority")) == [compact(r) + "\n" for r in rows]
     by_pair = {frozenset((r["chosen"], r["rejected"])): r for r in rows}
     good_ok = by_pair[frozenset(("good", "ok"))]
     assert (good_ok["chosen"], good_ok["agreement"], good_ok["n_annotators"]) == ("good", 2, 3)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from annotation.export import preference_rows
+from annotation.export import preference_rows, preferences_export_jsonl
 from annotation.models import Assignment, ResponseSetConsensus, ReviewState
 from annotation.quality.services import (
     agreement_report_refresh,
@@ -130,6 +132,8 @@ def test_consensus_review_and_consensus_export():
     # 9 labels; the dissenter's 3 disagree with the consensus: confidence 6/9.
     assert consensus.confidence == pytest.approx(6 / 9, abs=1e-6)
     rows = list(preference_rows(project=project, mode="consensus"))
+    compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    assert list(preferences_export_jsonl(project=project, mode="consensus")) == [compact(r) + "\n" for r in rows]
     assert sorted((r["chosen"], r["rejected"], r["agreement"]) for r in rows) == [
         ("best", "mid", 2),
         ("best", "worst", 2),
