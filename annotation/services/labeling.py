@@ -61,11 +61,27 @@ def _check_labeler(*, user: AuthUser, project: Project) -> None:
             status=403,
         )
     guideline = project.current_guideline
-    if guideline is not None and not GuidelineAcknowledgement.objects.filter(guideline=guideline, user=user).exists():
+    if guideline is not None and not _acknowledged(guideline.pk, user.pk):
         raise Conflict(
             f"Read and acknowledge guideline version {guideline.version} before the next item.",
             code="guideline_not_acknowledged",
         )
+
+
+# Acknowledgements are never withdrawn (a new version is a new guideline), so a positive answer
+# can be remembered by this process: one query less on every lease.
+_ACKNOWLEDGED: set[tuple[int, int]] = set()
+
+
+def _acknowledged(guideline_id: int, user_id: int) -> bool:
+    if (guideline_id, user_id) in _ACKNOWLEDGED:
+        return True
+    if not GuidelineAcknowledgement.objects.filter(guideline_id=guideline_id, user_id=user_id).exists():
+        return False
+    if len(_ACKNOWLEDGED) > 100_000:
+        _ACKNOWLEDGED.clear()
+    _ACKNOWLEDGED.add((guideline_id, user_id))
+    return True
 
 
 def _active_leases(response_set_id: Any, now: Any) -> Any:
@@ -84,8 +100,11 @@ def assignment_lease_next(*, project: Project, labeler: AuthUser) -> Assignment 
     open set nearest completion that they have never had. ``None`` when no work is left."""
     _check_labeler(user=labeler, project=project)
     for _ in range(LEASE_ATTEMPTS):
-        with transaction.atomic():
-            outcome = _lease_once(project=project, labeler=labeler)
+        try:
+            with transaction.atomic():
+                outcome = _lease_once(project=project, labeler=labeler)
+        except IntegrityError:  # the same labeler leasing twice at once: try again
+            continue
         if outcome is not False:
             return outcome  # type: ignore[return-value]
     # Every candidate filled up under us several times in a row: the queue is nearly drained.
@@ -94,12 +113,22 @@ def assignment_lease_next(*, project: Project, labeler: AuthUser) -> Assignment 
 
 def _lease_once(*, project: Project, labeler: AuthUser) -> Assignment | bool | None:
     now = timezone.now()
-    mine = Assignment.objects.filter(labeler=labeler, response_set__project=project)
-    current = mine.filter(status=AssignmentStatus.LEASED, expires_at__gt=now).order_by("leased_at").first()
+    held = list(
+        Assignment.objects.filter(
+            labeler=labeler,
+            response_set__project=project,
+            status__in=[AssignmentStatus.LEASED, AssignmentStatus.EXPIRED],
+        )
+        .select_related("response_set__prompt", "guideline")
+        .order_by("leased_at")
+    )
+    current = next((a for a in held if a.status == AssignmentStatus.LEASED and a.expires_at > now), None)
     if current is not None:
         return current
-    # My own lapsed leases go back to the pool (and may come back to me below).
-    mine.filter(status=AssignmentStatus.LEASED, expires_at__lte=now).update(status=AssignmentStatus.EXPIRED)
+    lapsed = [a.pk for a in held if a.status == AssignmentStatus.LEASED]
+    if lapsed:  # my own lapsed leases go back to the pool (and may come back to me below)
+        Assignment.objects.filter(pk__in=lapsed).update(status=AssignmentStatus.EXPIRED)
+    mine_expired = {a.response_set_id: a for a in held}
 
     active_count = Subquery(
         Assignment.objects.filter(response_set=OuterRef("pk"), status=AssignmentStatus.LEASED, expires_at__gt=now)
@@ -117,7 +146,9 @@ def _lease_once(*, project: Project, labeler: AuthUser) -> Assignment | bool | N
     if qualifying or (project.gold_rate > 0 and random.random() < project.gold_rate):
         gold = ResponseSet.objects.filter(project=project, is_gold=True).exclude(Exists(had_it)).order_by("?").first()
         if gold is not None:
-            return _assign(project=project, labeler=labeler, response_set=gold, now=now)
+            return _assign(
+                project=project, labeler=labeler, response_set=gold, now=now, existing=mine_expired.get(gold.pk)
+            )
         if qualifying:
             return None  # no gold left to qualify on: nothing this labeler may take yet
     candidates = (
@@ -125,6 +156,7 @@ def _lease_once(*, project: Project, labeler: AuthUser) -> Assignment | bool | N
         .exclude(Exists(had_it))
         .alias(active=Coalesce(active_count, Value(0)))
         .filter(required_count__gt=F("submitted_count") + F("active"))
+        .select_related("prompt")
         .order_by("-submitted_count", "id")
     )
     candidate = candidates.select_for_update(skip_locked=True, of=("self",)).first()
@@ -137,31 +169,34 @@ def _lease_once(*, project: Project, labeler: AuthUser) -> Assignment | bool | N
     # Recount under the lock: a lease committed after this statement's snapshot is visible now.
     if _slots_taken(candidate, now) >= candidate.required_count:
         return False
-    return _assign(project=project, labeler=labeler, response_set=candidate, now=now)
-
-
-def _assign(*, project: Project, labeler: AuthUser, response_set: ResponseSet, now: Any) -> Assignment:
-    candidate = response_set
-    order = list(candidate.items.values_list("response_id", flat=True))
-    random.shuffle(order)
-    expires = now + timedelta(minutes=project.lease_minutes)
-    assignment, created = Assignment.objects.get_or_create(
-        response_set=candidate,
-        labeler=labeler,
-        defaults={
-            "display_order": order,
-            "guideline": project.current_guideline,
-            "leased_at": now,
-            "expires_at": expires,
-        },
+    return _assign(
+        project=project, labeler=labeler, response_set=candidate, now=now, existing=mine_expired.get(candidate.pk)
     )
-    if not created:  # my expired lease on this set: renew it, keeping the order I saw
-        assignment.status = AssignmentStatus.LEASED
-        assignment.guideline = project.current_guideline
-        assignment.leased_at = now
-        assignment.expires_at = expires
-        assignment.save(update_fields=["status", "guideline", "leased_at", "expires_at"])
-    return assignment
+
+
+def _assign(
+    *, project: Project, labeler: AuthUser, response_set: ResponseSet, now: Any, existing: Assignment | None
+) -> Assignment:
+    """A new lease on ``response_set``, or ``existing`` (my own expired lease on it) renewed."""
+    expires = now + timedelta(minutes=project.lease_minutes)
+    if existing is None:
+        order = list(response_set.items.values_list("response_id", flat=True))
+        random.shuffle(order)
+        return Assignment.objects.create(
+            response_set=response_set,
+            labeler=labeler,
+            display_order=order,
+            guideline=project.current_guideline,
+            leased_at=now,
+            expires_at=expires,
+        )
+    # Renew it, keeping the order I saw.
+    existing.status = AssignmentStatus.LEASED
+    existing.guideline = project.current_guideline
+    existing.leased_at = now
+    existing.expires_at = expires
+    existing.save(update_fields=["status", "guideline", "leased_at", "expires_at"])
+    return existing
 
 
 def _validate_ranks(raw: Any, response_ids: list[int], k: int) -> dict[int, int]:
@@ -405,13 +440,14 @@ def _ranking_submit(
             project=project, labeler=labeler, ranks=ranks_by_id, gold_ranks=response_set.gold_ranks or {}
         )
         return ranking, True
-    response_set.submitted_count = F("submitted_count") + 1
-    response_set.save(update_fields=["submitted_count"])
-    response_set.refresh_from_db(fields=["submitted_count"])
+    # The row is locked (select_for_update above): its count is exact.
+    response_set.submitted_count += 1
+    fields = ["submitted_count"]
     if response_set.submitted_count >= response_set.required_count:
         response_set.status = ResponseSetStatus.COMPLETE
         response_set.completed_at = now
-        response_set.save(update_fields=["status", "completed_at"])
+        fields += ["status", "completed_at"]
+    response_set.save(update_fields=fields)
     project_id = project.pk
     transaction.on_commit(lambda: agreement_refresh_schedule(project_id=project_id))
     return ranking, True
