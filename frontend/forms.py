@@ -32,6 +32,53 @@ class ProjectForm(forms.Form):
     )
     require_likert = forms.BooleanField(label="Require a Likert score (1-7) for every response", required=False)
     is_active = forms.BooleanField(label="Active (labelers can take items)", required=False, initial=True)
+    gold_rate = forms.FloatField(
+        required=False,
+        label="Gold rate",
+        min_value=0.0,
+        max_value=1.0,
+        initial=0.0,
+        help_text="Share of items that are gold (0..1).",
+    )
+    qualification_items = forms.IntegerField(
+        required=False,
+        label="Qualification items",
+        min_value=0,
+        max_value=100,
+        initial=0,
+        help_text="Gold items a new labeler ranks before real work (0: none).",
+    )
+    qualification_threshold = forms.FloatField(
+        required=False,
+        label="Qualification threshold",
+        min_value=0.0,
+        max_value=1.0,
+        initial=0.7,
+        help_text="Gold accuracy needed.",
+    )
+    reliability_threshold = forms.FloatField(
+        required=False,
+        label="Pause below reliability",
+        min_value=0.0,
+        max_value=1.0,
+        initial=0.0,
+        help_text="Labelers whose reliability falls below this are paused (0: never).",
+    )
+    reliability_min_labels = forms.IntegerField(
+        required=False,
+        label="Comparisons before a pause",
+        min_value=1,
+        initial=60,
+        help_text="Reliability needs this many first.",
+    )
+    review_kendall_w = forms.FloatField(
+        required=False,
+        label="Review below Kendall's W",
+        min_value=0.0,
+        max_value=1.0,
+        initial=0.3,
+        help_text="Sets whose labelers agree less than this go to review.",
+    )
     guideline = forms.CharField(
         label="Guideline (published as version 1)",
         required=False,

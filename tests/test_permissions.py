@@ -183,3 +183,19 @@ def test_lease_and_submit_over_the_api(world, client_for):
     assert done.status_code == 204
     progress = client.get(f"/api/v1/projects/{world['p']}/progress/").json()
     assert progress == {"done_today": 1, "done_total": 1, "left": 0}
+
+
+def test_quality_settings_over_the_api(world, client_for):
+    admin = client_for(world["users"][ADMIN])
+    created = admin.post(
+        "/api/v1/projects/", {"name": "Gold", "k": 2, "gold_rate": 0.1, "qualification_items": 3}, format="json"
+    )
+    assert created.status_code == 201
+    assert (created.json()["gold_rate"], created.json()["qualification_items"]) == (0.1, 3)
+    patched = admin.patch(f"/api/v1/projects/{created.json()['id']}/", {"review_kendall_w": 0.5}, format="json")
+    assert (patched.status_code, patched.json()["review_kendall_w"]) == (200, 0.5)
+    bad = admin.patch(f"/api/v1/projects/{created.json()['id']}/", {"gold_rate": 2}, format="json")
+    assert (bad.status_code, bad.json()["detail"]) == (
+        400,
+        "gold_rate: Ensure this value is less than or equal to 1.0.",
+    )

@@ -21,7 +21,14 @@ PROJECT_FIELDS = (
     "flags",
     "require_likert",
     "is_active",
+    "gold_rate",
+    "qualification_items",
+    "qualification_threshold",
+    "reliability_threshold",
+    "reliability_min_labels",
+    "review_kendall_w",
 )
+SHARE_FIELDS = ("gold_rate", "qualification_threshold", "reliability_threshold", "review_kendall_w")
 
 
 def _validate_project(project: Project) -> None:
@@ -37,6 +44,10 @@ def _validate_project(project: Project) -> None:
         raise ApplicationError("overlap: must be at least 1.", code="invalid")
     if project.lease_minutes < 1:
         raise ApplicationError("lease_minutes: must be at least 1.", code="invalid")
+    for field in SHARE_FIELDS:
+        value = getattr(project, field)
+        if not 0.0 <= value <= 1.0:
+            raise ApplicationError(f"{field}: must be between 0 and 1, got {value}.", code="invalid")
     if not isinstance(project.flags, list):
         raise ApplicationError("flags: must be a list of {key, label}.", code="invalid")
     keys: set[str] = set()

@@ -12,22 +12,13 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation import selectors, services
 from annotation.models import Project, default_flags
+from annotation.services.projects import PROJECT_FIELDS
 from config.exceptions import ApplicationError
 from frontend.forms import ImportForm, ProjectForm
 from frontend.views.common import current_user, is_admin, is_htmx, role_required
 from labelers.models import Role
 
-PROJECT_SERVICE_FIELDS = (
-    "name",
-    "description",
-    "k",
-    "task_mode",
-    "overlap",
-    "lease_minutes",
-    "flags",
-    "require_likert",
-    "is_active",
-)
+PROJECT_SERVICE_FIELDS = PROJECT_FIELDS
 
 
 def attach_service_error(form: forms.Form, exc: ApplicationError) -> None:
@@ -57,7 +48,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
             project = services.project_create(
                 created_by=current_user(request),
                 guideline=data["guideline"],
-                **{field: data[field] for field in PROJECT_SERVICE_FIELDS},
+                **{field: data[field] for field in PROJECT_SERVICE_FIELDS if data.get(field) is not None},
             )
         except ApplicationError as exc:
             attach_service_error(form, exc)
@@ -78,7 +69,8 @@ def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             services.project_update(
-                project=project, **{field: form.cleaned_data[field] for field in PROJECT_SERVICE_FIELDS}
+                project=project,
+                **{f: form.cleaned_data[f] for f in PROJECT_SERVICE_FIELDS if form.cleaned_data.get(f) is not None},
             )
         except ApplicationError as exc:
             attach_service_error(form, exc)
