@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ class Command(BaseCommand):
             from rlhf.training.tiny import train_demo_sft
 
             self.stdout.write("Training the demo SFT policy on the bundled instructions (once; a few CPU minutes)...")
-            result = train_demo_sft(path)
+            result = train_demo_sft(path, epochs=20)
             self.stdout.write(f"  done in {result['seconds']:.0f} s, loss {result['loss']:.2f}")
         model_version_register(
             project=project, kind="policy", name="demo-sft", path=str(path), is_reference=True, promote=True
@@ -93,10 +94,33 @@ class Command(BaseCommand):
                     "learning_rate": 5e-5,
                     "device": "cpu",
                 },
-                "generation_config": {"max_new_tokens": 48, "temperature": 0.8, "model": {"device": "cpu"}},
+                "generation_config": {
+                    "max_new_tokens": 48,
+                    "temperature": 0.9,
+                    "top_p": 0.9,
+                    "model": {"device": "cpu"},
+                },
             },
         )
-        self.stdout.write("Demo SFT policy registered; the loop retrains after 24 new comparisons.")
+        # Prompts in the style the tiny policy was trained on, with no responses yet: the first
+        # "generate" run writes K answers to each, which become the next response sets.
+        from rlhf.training.tiny import load_corpus
+
+        rows = [
+            {
+                "external_id": f"corpus-{index:03d}",
+                "prompt": row["instruction"],
+                "tags": [row["tag"]],
+                "split": "val" if index % 50 == 0 else "train",
+            }
+            for index, row in enumerate(load_corpus())
+            if index % 10 == 0
+        ]
+        prompts_import(project=project, content="\n".join(json.dumps(row) for row in rows), fmt="jsonl")
+        self.stdout.write(
+            f"Demo SFT policy registered with {len(rows)} prompts for it to answer; "
+            "the loop retrains after 24 new comparisons."
+        )
 
     @transaction.atomic
     def _data(self, options: dict[str, Any]) -> Project:
