@@ -97,7 +97,8 @@ def generate_with_model(
                 length = tokens.index(eos_id) + 1 if finished else len(tokens)
                 while not finished and length and tokens[length - 1] == tokenizer.pad_token_id:
                     length -= 1
-                text = str(tokenizer.decode(tokens[:length], skip_special_tokens=True)).strip()
+                # PostgreSQL text and jsonb cannot hold NUL; a byte-level tokenizer can sample it.
+                text = str(tokenizer.decode(tokens[:length], skip_special_tokens=True)).replace("\x00", "").strip()
                 group.append(
                     GeneratedResponse(text=text, settings=dict(settings), num_tokens=length, finished=finished)
                 )

@@ -471,7 +471,7 @@ def run_ppo(
         samples = [
             {
                 "prompt": prompts[indices[i]].content,
-                "response": str(tokenizer.decode(response[i], skip_special_tokens=True)).strip(),
+                "response": str(tokenizer.decode(response[i], skip_special_tokens=True)).replace("\x00", "").strip(),
                 "reward": raw_scores[i].item(),
             }
             for i in range(min(config.num_sample_rows, B))

@@ -44,8 +44,8 @@ def validate_rows(rows: list[ComparisonRow]) -> None:
     if not rows:
         raise ValueError("rows: must not be empty")
     for i, row in enumerate(rows):
-        if not row.chosen.strip() or not row.rejected.strip():
-            raise ValueError(f"rows[{i}].chosen: chosen and rejected must not be empty")
+        if not isinstance(row.chosen, str) or not isinstance(row.rejected, str):
+            raise ValueError(f"rows[{i}].chosen: chosen and rejected must be strings (an empty response is allowed)")
         if not row.group_id:
             raise ValueError(f"rows[{i}].group_id: must not be empty")
         if row.weight < 0:
