@@ -60,11 +60,11 @@ from bench._common import database_create, database_drop, django_setup, migrate
 DB_NAME = "bench_loop"
 K = 4
 OVERLAP = 3
-CAP_WORDS = 12
+CAP_WORDS = 16
 LABELER_NOISE = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)  # sigma of each labeler, in words
 EVAL_K = 4
 EVAL_SEED = 1234
-RESPONSE_TOKENS = 32
+RESPONSE_TOKENS = 40
 
 PPO_MAX_KL = 20.0  # LoopSettings.ppo_max_kl: KL (nats per response) a promoted policy may have
 

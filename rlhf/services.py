@@ -66,6 +66,7 @@ def model_version_register(
 # --- the loop: runs, promotion, rollback, the schedule ---------------------------------------------
 
 logger = logging.getLogger(__name__)
+EVAL_SAMPLES = 4  # responses per held-out prompt when a PPO policy is compared with the promoted one
 PROGRESS_EVERY_S = 1.0  # progress reaches the database at most this often (and at the last step)
 LOG_TAIL_CHARS = 8000
 
@@ -394,9 +395,10 @@ def policy_evaluate(
     from rlhf.training.reward import score_texts
 
     rows = prompt_rows(prompts=prompts)
-    out: dict[str, Any] = {"prompts": len(rows)}
+    out: dict[str, Any] = {"prompts": len(rows), "samples_per_prompt": EVAL_SAMPLES}
     model, tokenizer = load_reward_model(ModelConfig(model_name_or_path=reward_path, device=config.device), lora=False)
     samples: list[dict[str, Any]] = []
+    per_prompt: dict[str, list[float]] = {}
     for name, path in (("candidate", candidate_path), ("baseline", baseline_path)):
         generation = GenerationConfig(
             model=ModelConfig(model_name_or_path=path, device=config.device),
@@ -406,17 +408,27 @@ def policy_evaluate(
             use_chat_template=config.use_chat_template,
             seed=config.seed,
         )
-        responses = [group[0] for group in generate_responses(generation, rows, k=2)]  # k >= 2 by contract
-        texts = [render_conversation(tokenizer, row.content, r.text) for row, r in zip(rows, responses, strict=True)]
+        # Several samples per prompt: one sample each makes the comparison a coin flip on small sets.
+        groups = generate_responses(generation, rows, k=EVAL_SAMPLES)
+        texts = [
+            render_conversation(tokenizer, row.content, r.text)
+            for row, group in zip(rows, groups, strict=True)
+            for r in group
+        ]
         scores = score_texts(model, tokenizer, texts)
-        out[f"{name}_reward"] = sum(scores) / len(scores) if scores else 0.0
-        for index, (row, response, score) in enumerate(zip(rows, responses, scores, strict=True)):
+        means = [sum(scores[i : i + EVAL_SAMPLES]) / EVAL_SAMPLES for i in range(0, len(scores), EVAL_SAMPLES)]
+        per_prompt[name] = means
+        out[f"{name}_reward"] = sum(means) / len(means) if means else 0.0
+        for index, (row, group) in enumerate(zip(rows, groups, strict=True)):
             if index >= 8:
                 break
+            score = scores[index * EVAL_SAMPLES]
             if name == "candidate":
-                samples.append({"prompt": row.text or row.messages, "response": response.text, "reward": score})
+                samples.append({"prompt": row.text or row.messages, "response": group[0].text, "reward": score})
             else:
-                samples[index].update({"baseline_response": response.text, "baseline_reward": score})
+                samples[index].update({"baseline_response": group[0].text, "baseline_reward": score})
+    pairs = list(zip(per_prompt["candidate"], per_prompt["baseline"], strict=True))
+    out["win_rate"] = sum(1.0 if c > b else 0.5 if c == b else 0.0 for c, b in pairs) / len(pairs) if pairs else None
     out["samples"] = samples
     return out
 
