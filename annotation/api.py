@@ -19,7 +19,7 @@ from annotation.export import EXPORT_MODES, preferences_export_jsonl
 from annotation.models import PairwiseChoice, Split, TaskMode
 from annotation.quality import services as quality_services
 from annotation.quality.selectors import CSV_TABLES, agreement_report_latest, agreement_table_csv
-from config.exceptions import ApplicationError, Conflict
+from config.exceptions import ApplicationError, Conflict, NotFound
 from labelers.models import Role
 from labelers.permissions import HasAnyRole, IsAdmin, IsLabeler, IsStaff
 from labelers.selectors import user_role
@@ -104,7 +104,7 @@ class ProjectDetailApi(APIView):
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get(project_id=project_id)
         if user_role(user=request.user) == Role.LABELER and not project.is_active:
-            raise ApplicationError(f"Project {project_id} not found.", code="not_found", status=404)
+            raise NotFound(f"Project {project_id} not found.")
         return Response(ProjectOutput(project).data)
 
     @extend_schema(request=ProjectInput, responses=ProjectOutput)
@@ -531,9 +531,7 @@ def _project_set(project_id: int, set_id: int) -> Any:
 
     response_set = ResponseSet.objects.select_related("project").filter(pk=set_id, project_id=project_id).first()
     if response_set is None:
-        raise ApplicationError(
-            f"Response set {set_id} not found in project {project_id}.", code="not_found", status=404
-        )
+        raise NotFound(f"Response set {set_id} not found in project {project_id}.")
     return response_set
 
 
@@ -637,6 +635,6 @@ class LabelerOverrideApi(APIView):
         project = selectors.project_get(project_id=project_id)
         user = get_user_model().objects.select_related("profile").filter(pk=user_id).first()
         if user is None:
-            raise ApplicationError(f"User {user_id} not found.", code="not_found", status=404)
+            raise NotFound(f"User {user_id} not found.")
         quality = quality_services.labeler_quality_override(project=project, labeler=user, **serializer.validated_data)
         return Response({"labeler_id": user.pk, "override": quality.override})

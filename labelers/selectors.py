@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 
-from labelers.models import LabelerProfile, LabelerStatus, Role
+from labelers.models import Role
 from labelers.types import AuthUser
 
 User = get_user_model()
@@ -21,11 +21,6 @@ def user_role(*, user: AuthUser) -> str | None:
     if getattr(user, "is_superuser", False):
         return Role.ADMIN
     return None
-
-
-def user_is_active_labeler(*, user: AuthUser) -> bool:
-    profile: LabelerProfile | None = getattr(user, "profile", None)
-    return profile is not None and profile.role == Role.LABELER and profile.status == LabelerStatus.ACTIVE
 
 
 def user_list(*, role: str | None = None) -> QuerySet:

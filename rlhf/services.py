@@ -351,7 +351,6 @@ def _execute_ppo(run: TrainingRun, progress: _Progress) -> None:
         resume=True,
     )
     evaluation = policy_evaluate(
-        project=run.project,
         candidate_path=result.model_path,
         baseline_path=run.policy.path,
         reward_path=run.reward_model.path,
@@ -386,7 +385,7 @@ def _last(metrics: dict[str, Any], key: str) -> float | None:
 
 
 def policy_evaluate(
-    *, project: Project, candidate_path: str, baseline_path: str, reward_path: str, prompts: list[Any], config: Any
+    *, candidate_path: str, baseline_path: str, reward_path: str, prompts: list[Any], config: Any
 ) -> dict[str, Any]:
     """Mean reward-model score of a candidate and a baseline policy on the same held-out prompts
     (same seed, same sampling), with a sample table."""

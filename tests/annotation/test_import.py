@@ -153,3 +153,18 @@ def test_import_over_the_api_reports_lines(client_for, admin_user):
     response = client.post(f"/api/v1/projects/{project.pk}/import/", {"file": good}, format="multipart")
     assert response.status_code == 201
     assert response.json() == {"prompts": 1, "responses": 2, "response_sets": 1}
+
+
+def test_nul_characters_are_a_row_error_not_a_server_error():
+    project = ProjectFactory(k=2)
+    content = _jsonl(
+        {"external_id": "ok", "prompt": "fine", "responses": ["a", "b"]},
+        {"external_id": "nul", "prompt": "bad\u0000prompt", "responses": ["a", "b\u0000"]},
+    )
+    with pytest.raises(ApplicationError) as exc:
+        prompts_import(project=project, content=content, fmt="jsonl")
+    assert exc.value.errors == [
+        {"line": 2, "field": "prompt", "message": "contains a NUL character (\\u0000)"},
+        {"line": 2, "field": "responses", "message": "contains a NUL character (\\u0000)"},
+    ]
+    assert Prompt.objects.count() == 0

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from annotation.quality.reliability import bradley_terry_scores, one_coin_dawid_skene
+from annotation.quality.reliability import one_coin_dawid_skene
+from annotation.quality.report import Labels, compute_consensus
 
 
 def _synthetic(n_units=3000, n_labelers=30, overlap=3, seed=0):
@@ -39,12 +40,25 @@ def test_same_skills_as_crowd_kit():
     assert np.abs(ours.skill - theirs).max() < 0.05
 
 
-def test_bradley_terry_orders_items_and_is_symmetric():
-    # 0 beats 1 three times, 1 beats 2 three times, 0 beats 2 once: 0 > 1 > 2.
-    winner = np.array([0, 0, 0, 1, 1, 1, 0])
-    loser = np.array([1, 1, 1, 2, 2, 2, 2])
-    scores = bradley_terry_scores(winner, loser, np.ones(7), 3)
+def _labels(set_id, a, b, code):
+    n = len(code)
+    arrays = [np.asarray(x, dtype=np.int64) for x in (set_id, a, b, code)]
+    zeros = np.zeros(n, dtype=np.int64)
+    return Labels(*arrays, labeler=np.arange(n), ranking=np.arange(n), version=zeros, day=zeros)
+
+
+def test_bradley_terry_consensus_orders_items_and_is_symmetric():
+    # Responses 10 < 11 < 12: 10 beats 11 three times, 11 beats 12 three times, 10 beats 12 once.
+    consensus = compute_consensus(
+        _labels([1] * 7, [10, 10, 10, 11, 11, 11, 10], [11, 11, 11, 12, 12, 12, 12], [1] * 7), k=3
+    )
+    scores = consensus["scores"][0]
     assert scores[0] > scores[1] > scores[2]
     assert scores.mean() == pytest.approx(0.0, abs=1e-9)
-    tied = bradley_terry_scores(np.array([0, 1]), np.array([1, 0]), np.ones(2), 2)
-    assert tied[0] == pytest.approx(tied[1])
+    assert list(consensus["ranks"][0]) == [1, 2, 3]
+    assert consensus["confidence"][0] == 1.0
+    # One win each way: the consensus is a tie, which neither decided label agrees with.
+    tied = compute_consensus(_labels([2, 2], [20, 20], [21, 21], [1, -1]), k=2)
+    assert tied["scores"][0][0] == pytest.approx(tied["scores"][0][1])
+    assert list(tied["ranks"][0]) == [1, 1]
+    assert tied["confidence"][0] == 0.0
