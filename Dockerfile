@@ -9,4 +9,4 @@ RUN pip install --index-url "$TORCH_INDEX" "torch==2.13.0" && pip install -r req
 COPY . .
 RUN DJANGO_SECRET_KEY=build python manage.py collectstatic --noinput
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--worker-class", "gthread"]
+CMD ["granian", "--interface", "wsgi", "--host", "0.0.0.0", "--port", "8000", "--workers", "4", "--blocking-threads", "2", "--no-ws", "config.wsgi:application"]

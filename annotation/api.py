@@ -10,6 +10,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -350,6 +351,8 @@ class ResponseForLabeler(serializers.Serializer):
 
 
 class AssignmentOutput(serializers.Serializer):
+    """The shape of ``assignment_body`` (for the schema; the body itself is built by hand)."""
+
     id = serializers.IntegerField()
     project_id = serializers.IntegerField(source="response_set.project_id")
     response_set_id = serializers.IntegerField()
@@ -358,22 +361,44 @@ class AssignmentOutput(serializers.Serializer):
     expires_at = serializers.DateTimeField()
     guideline_version = serializers.IntegerField(source="guideline.version", allow_null=True)
     prompt = serializers.SerializerMethodField()
-    responses = serializers.SerializerMethodField()
+    responses = ResponseForLabeler(many=True, source="shown_responses")
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_prompt(self, assignment: Any) -> dict[str, Any]:
         prompt = assignment.response_set.prompt
         return {"text": prompt.text, "messages": prompt.messages, "tags": prompt.tags}
 
-    @extend_schema_field(ResponseForLabeler(many=True))
-    def get_responses(self, assignment: Any) -> list[dict[str, Any]]:
-        return list(ResponseForLabeler(selectors.assignment_responses(assignment=assignment), many=True).data)
+
+_DATETIME = serializers.DateTimeField()
+
+
+def assignment_body(assignment: Any) -> dict[str, Any]:
+    """An assignment as a labeler's client sees it: ``AssignmentOutput``'s fields, built directly
+    (a lease is the API's hottest read and a serializer costs more than the rest of it)."""
+    response_set = assignment.response_set
+    prompt = response_set.prompt
+    guideline = assignment.guideline
+    return {
+        "id": assignment.pk,
+        "project_id": response_set.project_id,
+        "response_set_id": assignment.response_set_id,
+        "status": assignment.status,
+        "leased_at": _DATETIME.to_representation(assignment.leased_at),
+        "expires_at": _DATETIME.to_representation(assignment.expires_at),
+        "guideline_version": guideline.version if guideline is not None else None,
+        "prompt": {"text": prompt.text, "messages": prompt.messages, "tags": prompt.tags},
+        "responses": [
+            {"id": response.pk, "text": response.text}
+            for response in selectors.assignment_responses(assignment=assignment)
+        ],
+    }
 
 
 class LeaseNextApi(APIView):
     """Lease the next item: 200 with the assignment, or 204 when no work is left."""
 
     permission_classes = [IsLabeler]
+    renderer_classes = [JSONRenderer]  # JSON only: no content negotiation on the hottest route
 
     @extend_schema(request=None, responses={200: AssignmentOutput, 204: None})
     def post(self, request: Request, project_id: int) -> Response:
@@ -381,7 +406,7 @@ class LeaseNextApi(APIView):
         assignment = services.assignment_lease_next(project=project, labeler=request.user)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(AssignmentOutput(assignment).data)
+        return Response(assignment_body(assignment))
 
 
 class LabelerProgressApi(APIView):
@@ -424,15 +449,19 @@ class AssignmentDetailApi(APIView):
     @extend_schema(responses=AssignmentOutput)
     def get(self, request: Request, assignment_id: int) -> Response:
         assignment = selectors.assignment_get(assignment_id=assignment_id, labeler=request.user)
-        return Response(AssignmentOutput(assignment).data)
+        return Response(assignment_body(assignment))
 
 
 class RankingSubmitApi(APIView):
     """Submit a ranking. Repeating a request with the same ``idempotency_key`` returns the first."""
 
     permission_classes = [IsLabeler]
+    renderer_classes = [JSONRenderer]
 
     class InputSerializer(serializers.Serializer):
+        """The body's shape, for the schema. ``ranking_submit`` checks every field itself (each
+        labeler's every item comes through here; a serializer would cost a third of the request)."""
+
         idempotency_key = serializers.CharField(max_length=100)
         ranks = serializers.JSONField(required=False, help_text='{"<response id>": rank}; ties share a rank.')
         choice = serializers.ChoiceField(choices=PairwiseChoice.choices, required=False)
@@ -450,10 +479,22 @@ class RankingSubmitApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer, 200: OutputSerializer})
     def post(self, request: Request, assignment_id: int) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = request.data
+        if not isinstance(data, dict):
+            raise ApplicationError(
+                f"Send a JSON object with idempotency_key and ranks (or choice), not {type(data).__name__}.",
+                code="invalid",
+            )
         ranking, created = services.ranking_submit(
-            assignment_id=assignment_id, labeler=request.user, **serializer.validated_data
+            assignment_id=assignment_id,
+            labeler=request.user,
+            idempotency_key=data.get("idempotency_key"),
+            ranks=data.get("ranks"),
+            choice=data.get("choice"),
+            scores=data.get("scores"),
+            flags=data.get("flags"),
+            comment=data.get("comment", ""),
+            time_spent_ms=data.get("time_spent_ms", 0),
         )
         body = {
             "id": ranking.pk,

@@ -198,7 +198,9 @@ class ResponseSetStatus(models.TextChoices):
 class ResponseSet(models.Model):
     """The K responses of one prompt shown together: the unit a labeler ranks."""
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="response_sets")
+    # Foreign keys whose columns lead a composite index below have no index of their own: every
+    # index is written on every insert and submit, and these would only duplicate a prefix.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="response_sets", db_index=False)
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="response_sets")
     responses = models.ManyToManyField(Response, through="ResponseSetItem", related_name="response_sets")
     status = models.CharField(max_length=16, choices=ResponseSetStatus.choices, default=ResponseSetStatus.OPEN)
@@ -258,8 +260,11 @@ class AssignmentStatus(models.TextChoices):
 class Assignment(models.Model):
     """One labeler's lease on one response set. One row per (set, labeler), ever."""
 
-    response_set = models.ForeignKey(ResponseSet, on_delete=models.CASCADE, related_name="assignments")
-    labeler = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    # No single-column indexes: (response_set, labeler) and (labeler, status) lead with these.
+    response_set = models.ForeignKey(ResponseSet, on_delete=models.CASCADE, related_name="assignments", db_index=False)
+    labeler = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments", db_index=False
+    )
     status = models.CharField(max_length=16, choices=AssignmentStatus.choices, default=AssignmentStatus.LEASED)
     # Response ids in the order this labeler sees them (randomised per assignment).
     display_order = models.JSONField()
@@ -268,6 +273,10 @@ class Assignment(models.Model):
     expires_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     skip_reason = models.CharField(max_length=1000, blank=True)
+
+    # Not a column: the set's responses in display order, when the lease that made this object
+    # loaded them already (``selectors.assignment_responses`` then needs no query).
+    shown_responses: list[Response] | None = None
 
     class Meta:
         ordering = ["id"]
@@ -296,8 +305,11 @@ class Ranking(models.Model):
     """One labeler's submitted order over a response set: the source of truth for comparisons."""
 
     assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT, related_name="ranking")
-    response_set = models.ForeignKey(ResponseSet, on_delete=models.PROTECT, related_name="rankings")
-    labeler = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="rankings")
+    # No single-column indexes: (response_set, labeler) and (labeler, idempotency_key) lead with these.
+    response_set = models.ForeignKey(ResponseSet, on_delete=models.PROTECT, related_name="rankings", db_index=False)
+    labeler = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="rankings", db_index=False
+    )
     guideline = models.ForeignKey(Guideline, null=True, blank=True, on_delete=models.PROTECT, related_name="rankings")
     # {"<response id>": rank}; dense ranks from 1 (best), equal ranks are ties.
     ranks = models.JSONField()
@@ -331,8 +343,9 @@ class ComparisonOutcome(models.TextChoices):
 class Comparison(models.Model):
     """One unordered pair of a ranking. ``response_a`` has the lower id; derived, never edited."""
 
-    ranking = models.ForeignKey(Ranking, on_delete=models.CASCADE, related_name="comparisons")
-    response_set = models.ForeignKey(ResponseSet, on_delete=models.CASCADE, related_name="comparisons")
+    # No single-column indexes: (ranking, a, b) and (response_set, a, b) lead with these.
+    ranking = models.ForeignKey(Ranking, on_delete=models.CASCADE, related_name="comparisons", db_index=False)
+    response_set = models.ForeignKey(ResponseSet, on_delete=models.CASCADE, related_name="comparisons", db_index=False)
     labeler = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     response_a = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
     response_b = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")

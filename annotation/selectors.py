@@ -21,6 +21,7 @@ from annotation.models import (
     ResponseSet,
     ResponseSetStatus,
 )
+from config import db
 from config.exceptions import NotFound
 from labelers.types import AuthUser
 
@@ -31,9 +32,17 @@ def project_list(*, active_only: bool = False) -> QuerySet[Project]:
 
 
 def project_get(*, project_id: int) -> Project:
-    project = Project.objects.select_related("current_guideline").filter(pk=project_id).first()
-    if project is None:
+    """The project with its current guideline (one statement: every lease reads it)."""
+    row = db.fetch_one(
+        f"SELECT {db.columns(Project, 'p')}, {db.columns(Guideline, 'g')} FROM {db.table(Project)} p "
+        f"LEFT JOIN {db.table(Guideline)} g ON g.id = p.current_guideline_id WHERE p.id = %s",
+        [project_id],
+    )
+    if row is None:
         raise NotFound(f"Project {project_id} not found.")
+    project, end = db.instance(Project, row)
+    if project.current_guideline_id is not None:
+        project.current_guideline, _ = db.instance(Guideline, row, end)
     return project
 
 
@@ -87,6 +96,8 @@ def assignment_get(*, assignment_id: int, labeler: AuthUser) -> Assignment:
 
 def assignment_responses(*, assignment: Assignment) -> list[Response]:
     """The set's responses in this assignment's display order."""
+    if assignment.shown_responses is not None:
+        return assignment.shown_responses
     by_id = Response.objects.in_bulk([int(pk) for pk in assignment.display_order])
     return [by_id[int(pk)] for pk in assignment.display_order]
 

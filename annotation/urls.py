@@ -3,6 +3,9 @@ from django.urls import path
 from annotation import api
 
 urlpatterns = [
+    # First: every labeler requests these for every item, and routes are tried in order.
+    path("projects/<int:project_id>/assignments/next/", api.LeaseNextApi.as_view(), name="assignment-next"),
+    path("assignments/<int:assignment_id>/submit/", api.RankingSubmitApi.as_view(), name="ranking-submit"),
     path("projects/", api.ProjectListCreateApi.as_view(), name="project-list"),
     path("projects/<int:project_id>/", api.ProjectDetailApi.as_view(), name="project-detail"),
     path("projects/<int:project_id>/stats/", api.ProjectStatsApi.as_view(), name="project-stats"),
@@ -23,7 +26,6 @@ urlpatterns = [
     path("projects/<int:project_id>/rankings/", api.RankingListApi.as_view(), name="ranking-list"),
     path("projects/<int:project_id>/comparisons/", api.ComparisonListApi.as_view(), name="comparison-list"),
     path("projects/<int:project_id>/export/", api.ExportApi.as_view(), name="project-export"),
-    path("projects/<int:project_id>/assignments/next/", api.LeaseNextApi.as_view(), name="assignment-next"),
     path("projects/<int:project_id>/progress/", api.LabelerProgressApi.as_view(), name="labeler-progress"),
     path("projects/<int:project_id>/agreement/", api.AgreementApi.as_view(), name="agreement"),
     path("projects/<int:project_id>/agreement/refresh/", api.AgreementRefreshApi.as_view(), name="agreement-refresh"),
@@ -46,6 +48,5 @@ urlpatterns = [
     ),
     path("assignments/", api.AssignmentListApi.as_view(), name="assignment-list"),
     path("assignments/<int:assignment_id>/", api.AssignmentDetailApi.as_view(), name="assignment-detail"),
-    path("assignments/<int:assignment_id>/submit/", api.RankingSubmitApi.as_view(), name="ranking-submit"),
     path("assignments/<int:assignment_id>/skip/", api.AssignmentSkipApi.as_view(), name="assignment-skip"),
 ]

@@ -74,8 +74,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # failing with "database is locked" halfway through a transaction.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 20})
 else:
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"]["ENGINE"] = "config.postgresql"  # the same, with a local health check
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    # Prepared statements for the fixed SQL of token auth, lease and submit (config.db): PostgreSQL
+    # plans each once per connection. DATABASE_PREPARED_STATEMENTS=0 behind a pooler that cannot
+    # keep them (PgBouncer before 1.21 in transaction mode). The ORM never prepares.
+    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

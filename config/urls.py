@@ -3,16 +3,16 @@ from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 api_v1: list[URLPattern | URLResolver] = [
+    path("", include("annotation.urls")),  # first: it holds the labeling routes
     path("", include("labelers.urls")),
-    path("", include("annotation.urls")),
     path("", include("rlhf.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
 
 urlpatterns = [
-    path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("frontend.urls")),

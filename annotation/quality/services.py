@@ -236,7 +236,7 @@ def response_set_make_gold(*, response_set: ResponseSet, ranks: dict[str, int] |
 
 
 def _validate_reference(ranks: Any, response_ids: list[int], k: int) -> dict[int, int]:
-    from annotation.services.labeling import _validate_ranks
+    from annotation.services.ranking import _validate_ranks
 
     return _validate_ranks(ranks, response_ids, k)
 

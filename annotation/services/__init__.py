@@ -1,18 +1,14 @@
 """Writes of the annotation app. Each function owns one write and its invariants."""
 
 from annotation.services.imports import ImportSummary, prompts_import, response_sets_build
-from annotation.services.labeling import (
-    assignment_lease_next,
-    assignment_skip,
-    leases_expire,
-    ranking_submit,
-)
+from annotation.services.leasing import assignment_lease_next, assignment_skip, leases_expire
 from annotation.services.projects import (
     guideline_acknowledge,
     guideline_publish,
     project_create,
     project_update,
 )
+from annotation.services.ranking import ranking_submit
 
 __all__ = [
     "ImportSummary",
