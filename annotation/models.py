@@ -281,9 +281,17 @@ class Assignment(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [
-            models.Index(fields=["response_set", "status", "expires_at"], name="assignment_slots_idx"),
+            # Live leases only (partial): the slots a set has taken now, and the leases to expire.
+            # They stay as small as the number of labelers at work, and a submit adds nothing to them.
+            models.Index(
+                fields=["response_set", "expires_at"],
+                condition=Q(status=AssignmentStatus.LEASED),
+                name="assignment_live_slots_idx",
+            ),
             models.Index(fields=["labeler", "status"], name="assignment_labeler_idx"),
-            models.Index(fields=["status", "expires_at"], name="assignment_expiry_idx"),
+            models.Index(
+                fields=["expires_at"], condition=Q(status=AssignmentStatus.LEASED), name="assignment_live_expiry_idx"
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["response_set", "labeler"], name="assignment_unique_labeler_set"),

@@ -99,38 +99,41 @@ def slots_taken(response_set: ResponseSet, now: Any, *, exclude_assignment: int 
 @cache
 def _sql() -> dict[str, str]:
     assignment, response_set = db.table(Assignment), db.table(ResponseSet)
+    leased, expired = db.literal(AssignmentStatus.LEASED), db.literal(AssignmentStatus.EXPIRED)
+    # Live leases of a set, counted through the partial index of live leases.
+    live = (
+        f"SELECT count(*) FROM {assignment} l "
+        f"WHERE l.response_set_id = {{}} AND l.status = {leased} AND l.expires_at > %s"
+    )
     return {
         # My leases on the project that are live or lapsed; ``current``: live now.
         "held": f"""
-            SELECT a.id, a.response_set_id, a.status, (a.status = %s AND a.expires_at > %s) AS current
+            SELECT a.id, a.response_set_id, a.status, (a.status = {leased} AND a.expires_at > %s) AS current
             FROM {assignment} a JOIN {response_set} s ON s.id = a.response_set_id
-            WHERE a.labeler_id = %s AND s.project_id = %s AND a.status IN (%s, %s)
+            WHERE a.labeler_id = %s AND s.project_id = %s AND a.status IN ({leased}, {expired})
             ORDER BY a.leased_at""",
         # The open set nearest completion that I never had and that has a free slot, with its
         # prompt. The lock (added per backend) covers the set row only.
         "candidate": f"""
             SELECT {db.columns(ResponseSet, "s")}, {db.columns(Prompt, "pr")}
             FROM {response_set} s JOIN {db.table(Prompt)} pr ON pr.id = s.prompt_id
-            WHERE s.project_id = %s AND s.status = %s AND s.is_gold = %s
+            WHERE s.project_id = %s AND s.status = {db.literal(ResponseSetStatus.OPEN)} AND NOT s.is_gold
               AND NOT EXISTS (
-                SELECT 1 FROM {assignment} m WHERE m.response_set_id = s.id AND m.labeler_id = %s AND m.status <> %s)
-              AND s.required_count > s.submitted_count + (
-                SELECT count(*) FROM {assignment} l
-                WHERE l.response_set_id = s.id AND l.status = %s AND l.expires_at > %s)
+                SELECT 1 FROM {assignment} m
+                WHERE m.response_set_id = s.id AND m.labeler_id = %s AND m.status <> {expired})
+              AND s.required_count > s.submitted_count + ({live.format("s.id")})
             ORDER BY s.submitted_count DESC, s.id
             LIMIT 1""",
         # The set's responses in position order and, in this fresh statement (under the set's
         # lock), how many live leases it has now.
         "responses": f"""
-            SELECT (SELECT count(*) FROM {assignment} l
-                    WHERE l.response_set_id = %s AND l.status = %s AND l.expires_at > %s),
-                   {db.columns(Response, "r")}
+            SELECT ({live.format("%s")}), {db.columns(Response, "r")}
             FROM {db.table(ResponseSetItem)} i JOIN {db.table(Response)} r ON r.id = i.response_id
             WHERE i.response_set_id = %s ORDER BY i.position""",
         "insert": f"""
             INSERT INTO {assignment} (response_set_id, labeler_id, status, display_order, guideline_id,
                                       leased_at, expires_at, finished_at, skip_reason)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, '') RETURNING id""",
+            VALUES (%s, %s, {leased}, %s, %s, %s, %s, NULL, '') RETURNING id""",
     }
 
 
@@ -153,17 +156,7 @@ def assignment_lease_next(*, project: Project, labeler: AuthUser) -> Assignment 
 def _lease_once(*, project: Project, labeler: AuthUser) -> Assignment | Literal[False] | None:
     now = timezone.now()
     sql = _sql()
-    held = db.fetch_all(
-        sql["held"],
-        [
-            AssignmentStatus.LEASED,
-            db.db_datetime(now),
-            labeler.pk,
-            project.pk,
-            AssignmentStatus.LEASED,
-            AssignmentStatus.EXPIRED,
-        ],
-    )
+    held = db.fetch_all(sql["held"], [db.db_datetime(now), labeler.pk, project.pk])
     current = next((assignment_id for assignment_id, _, _, live in held if live), None)
     if current is not None:
         return (
@@ -196,15 +189,7 @@ def _lease_once(*, project: Project, labeler: AuthUser) -> Assignment | Literal[
         if qualifying:
             return None  # no gold left to qualify on: nothing this labeler may take yet
 
-    params = [
-        project.pk,
-        ResponseSetStatus.OPEN,
-        False,
-        labeler.pk,
-        AssignmentStatus.EXPIRED,
-        AssignmentStatus.LEASED,
-        db.db_datetime(now),
-    ]
+    params = [project.pk, labeler.pk, db.db_datetime(now)]
     if db.vendor() == "postgresql":
         row = db.fetch_one(sql["candidate"] + " FOR UPDATE OF s SKIP LOCKED", params)
         if row is None:
@@ -225,9 +210,7 @@ def _assign(
 ) -> Assignment | Literal[False]:
     """Lease ``response_set`` (locked by the caller) to ``labeler``, renewing my own expired lease on
     it if I had one; ``False`` when its slots filled up since the candidate query."""
-    rows = db.fetch_all(
-        _sql()["responses"], [response_set.pk, AssignmentStatus.LEASED, db.db_datetime(now), response_set.pk]
-    )
+    rows = db.fetch_all(_sql()["responses"], [response_set.pk, db.db_datetime(now), response_set.pk])
     leased_now = rows[0][0] if rows else 0
     if not response_set.is_gold and response_set.submitted_count + leased_now >= response_set.required_count:
         return False
@@ -247,7 +230,6 @@ def _assign(
             [
                 response_set.pk,
                 labeler.pk,
-                AssignmentStatus.LEASED,
                 json.dumps(order),
                 project.current_guideline_id,
                 db.db_datetime(now),

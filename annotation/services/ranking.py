@@ -152,11 +152,12 @@ _COMPARISON_COLUMNS = (
 @cache
 def _sql() -> dict[str, str]:
     assignment, response_set, ranking = db.table(Assignment), db.table(ResponseSet), db.table(Ranking)
+    submitted, complete = db.literal(AssignmentStatus.SUBMITTED), db.literal(ResponseSetStatus.COMPLETE)
     # The set completes with its last slot; gold sets never fill up.
     count = f"""
         UPDATE {response_set} SET
           submitted_count = submitted_count + 1,
-          status = CASE WHEN submitted_count + 1 >= required_count THEN %(complete)s ELSE status END,
+          status = CASE WHEN submitted_count + 1 >= required_count THEN {complete} ELSE status END,
           completed_at = CASE WHEN submitted_count + 1 >= required_count THEN %(now)s ELSE completed_at END
         WHERE id = %(set)s AND NOT is_gold"""
     read = f"""
@@ -172,7 +173,7 @@ def _sql() -> dict[str, str]:
             "ranking": f"INSERT INTO {ranking} ({_RANKING_COLUMNS}) VALUES ({_RANKING_VALUES}) RETURNING id",
             "comparisons": f"INSERT INTO {db.table(Comparison)} ({_COMPARISON_COLUMNS}) VALUES ",
             "submitted": (
-                f"UPDATE {assignment} SET status = %(submitted)s, finished_at = %(now)s WHERE id = %(assignment)s"
+                f"UPDATE {assignment} SET status = {submitted}, finished_at = %(now)s WHERE id = %(assignment)s"
             ),
             "count": count,
         }
@@ -181,8 +182,9 @@ def _sql() -> dict[str, str]:
     # The pairs arrive as arrays, so the statement is the same for every K and is prepared once.
     write = f"""
         WITH claimed AS (
-            UPDATE {assignment} SET status = %(submitted)s, finished_at = %(now)s
-            WHERE id = %(assignment)s AND labeler_id = %(labeler)s AND status IN (%(leased)s, %(expired)s)
+            UPDATE {assignment} SET status = {submitted}, finished_at = %(now)s
+            WHERE id = %(assignment)s AND labeler_id = %(labeler)s
+              AND status IN ({db.literal(AssignmentStatus.LEASED)}, {db.literal(AssignmentStatus.EXPIRED)})
               AND (expires_at > %(now)s OR %(late)s)
             RETURNING id),
         ranking AS (
@@ -295,10 +297,6 @@ def _write(*, loaded: _Loaded, labeler: AuthUser, key: str, clean: _Clean, now: 
         "late": late,
         "now": db.db_datetime(now),
         "both_bad": clean.choice == PairwiseChoice.BOTH_BAD,
-        "leased": AssignmentStatus.LEASED,
-        "expired": AssignmentStatus.EXPIRED,
-        "submitted": AssignmentStatus.SUBMITTED,
-        "complete": ResponseSetStatus.COMPLETE,
     }
     pairs = _comparison_rows(clean.ranks)
     sql = _sql()
