@@ -77,5 +77,5 @@ def test_the_hot_path_statements_are_prepared_on_the_server():
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         prepared = [row[0] for row in cursor.fetchall()]
-    assert any("FOR UPDATE OF s SKIP LOCKED" in statement for statement in prepared)
+    assert any("FOR NO KEY UPDATE OF s SKIP LOCKED" in statement for statement in prepared)
     assert any(statement.lstrip().startswith("WITH claimed AS") for statement in prepared)

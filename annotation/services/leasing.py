@@ -1,10 +1,12 @@
 """Leasing response sets to labelers, skipping, expiring leases.
 
-Concurrency: every write that changes how many slots of a response set are taken (a new lease, a
-submission) first locks that set's row. On PostgreSQL the lease query uses
-``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent labelers fan out over different sets; on
-SQLite transactions are IMMEDIATE, which serialises writers. Slots are recounted after the lock
-is held, in a fresh statement, so a lease committed a moment earlier is always seen.
+Concurrency: a lease locks the set's row (on PostgreSQL ``SELECT ... FOR NO KEY UPDATE SKIP LOCKED``,
+so concurrent labelers fan out over different sets, and the lock serialises leases of one set without
+holding up the foreign-key checks of submits to it; on SQLite transactions are IMMEDIATE, which
+serialises writers) and recounts the set's live leases in a fresh statement under that lock, so a
+lease committed a moment earlier is always seen. A submit turns a live lease into a submission,
+which leaves the slots taken unchanged; only a late submit, whose slot may have gone to someone
+else, recounts under the set's lock (``annotation.services.ranking``).
 
 A lease is the request every labeler makes for every item, so its usual path (no lease held, no
 gold) is four statements of fixed SQL (``config.db``): my leases, the candidate set with its
@@ -191,11 +193,11 @@ def _lease_once(*, project: Project, labeler: AuthUser) -> Assignment | Literal[
 
     params = [project.pk, labeler.pk, db.db_datetime(now)]
     if db.vendor() == "postgresql":
-        row = db.fetch_one(sql["candidate"] + " FOR UPDATE OF s SKIP LOCKED", params)
+        row = db.fetch_one(sql["candidate"] + " FOR NO KEY UPDATE OF s SKIP LOCKED", params)
         if row is None:
             # Every open set may just be locked by other labelers' leases in flight: wait for one
             # instead of telling this labeler there is no work.
-            row = db.fetch_one(sql["candidate"] + " FOR UPDATE OF s", params)
+            row = db.fetch_one(sql["candidate"] + " FOR NO KEY UPDATE OF s", params)
     else:  # SQLite: the IMMEDIATE transaction already holds the database's write lock
         row = db.fetch_one(sql["candidate"], params)
     if row is None:

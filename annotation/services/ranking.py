@@ -196,7 +196,7 @@ def _sql() -> dict[str, str]:
                  AS pair (a, b, outcome, margin)),
         counted AS ({count} AND EXISTS (SELECT 1 FROM claimed))
         SELECT id FROM ranking"""
-    return {"read": read, "lock": read + " FOR UPDATE OF a", "write": write}
+    return {"read": read, "lock": read + " FOR NO KEY UPDATE OF a", "write": write}
 
 
 @dataclass(frozen=True)
@@ -417,7 +417,7 @@ def _submit_locked(*, assignment_id: int, labeler: AuthUser, key: str, payload: 
     late = assignment.status == AssignmentStatus.EXPIRED or assignment.expires_at <= now
     if late and not loaded.response_set.is_gold:  # gold sets never fill up
         # My slot may have gone to someone else: recount with the set locked.
-        response_set = ResponseSet.objects.select_for_update().get(pk=loaded.response_set.pk)
+        response_set = ResponseSet.objects.select_for_update(no_key=True).get(pk=loaded.response_set.pk)
         still_needed = response_set.status == ResponseSetStatus.OPEN and (
             slots_taken(response_set, now, exclude_assignment=assignment.pk) < response_set.required_count
         )
