@@ -33,6 +33,8 @@ def project_list(*, active_only: bool = False) -> QuerySet[Project]:
 
 def project_get(*, project_id: int) -> Project:
     """The project with its current guideline (one statement: every lease reads it)."""
+    if not db.fits_id(project_id):
+        raise NotFound(f"Project {project_id} not found.")
     row = db.fetch_one(
         f"SELECT {db.columns(Project, 'p')}, {db.columns(Guideline, 'g')} FROM {db.table(Project)} p "
         f"LEFT JOIN {db.table(Guideline)} g ON g.id = p.current_guideline_id WHERE p.id = %s",

@@ -72,6 +72,12 @@ def db_datetime(value: Any) -> Any:
     return _connection().ops.adapt_datetimefield_value(value)
 
 
+def fits_id(value: object) -> bool:
+    """Whether ``value`` can be a primary key (a 64-bit integer): ids from URLs are checked first,
+    because SQLite refuses a bigger number outright, where the ORM would find nothing."""
+    return isinstance(value, int) and -(2**63) <= value < 2**63
+
+
 def literal(value: str) -> str:
     """A constant of the code (a status, never input) as an SQL string literal. Written into the
     statement rather than bound, it lets the planner match partial indexes in prepared plans."""

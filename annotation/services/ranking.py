@@ -207,6 +207,8 @@ class _Loaded:
 
 
 def _load(*, assignment_id: int, labeler: AuthUser, lock: bool) -> _Loaded | None:
+    if not db.fits_id(assignment_id):
+        return None
     row = db.fetch_one(_sql()["lock" if lock else "read"], [assignment_id, labeler.pk])
     if row is None:
         return None

@@ -187,3 +187,15 @@ def test_a_submit_body_that_is_not_an_object_is_a_400(setup):
         "time_spent_ms: must be a non-negative whole number.",
     )
     assert not Ranking.objects.exists()
+
+
+def test_ids_too_big_for_the_database_are_not_found(setup):
+    _, labeler = setup
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get(user=labeler).key}")
+    big = 10**25
+    lease = client.post(f"/api/v1/projects/{big}/assignments/next/")
+    assert (lease.status_code, lease.json()["detail"]) == (404, f"Project {big} not found.")
+    body = {"idempotency_key": "k", "ranks": {"1": 1}}
+    submit = client.post(f"/api/v1/assignments/{big}/submit/", body, format="json")
+    assert (submit.status_code, submit.json()["detail"]) == (404, f"Assignment {big} not found.")
