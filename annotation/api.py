@@ -398,7 +398,7 @@ class LeaseNextApi(APIView):
     """Lease the next item: 200 with the assignment, or 204 when no work is left."""
 
     permission_classes = [IsLabeler]
-    renderer_classes = [JSONRenderer]  # JSON only: no content negotiation on the hottest route
+    renderer_classes = [JSONRenderer]  # JSON only: the browsable API's HTML page costs every lease
 
     @extend_schema(request=None, responses={200: AssignmentOutput, 204: None})
     def post(self, request: Request, project_id: int) -> Response:

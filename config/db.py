@@ -102,9 +102,9 @@ Converter = Callable[[Any, Any, Any], Any]
 
 
 @cache
-def _layout(model: type[Model]) -> tuple[list[str], list[tuple[int, list[Converter], Any]], BaseDatabaseWrapper]:
-    """Field names in column order; for the columns that need them, the ORM's converters; and the
-    connection to hand them (they read only its backend's settings, the same in every thread)."""
+def _layout(model: type[Model], vendor: str) -> tuple[list[str], list[tuple[int, list[Converter], Any]]]:
+    """Field names in column order and, for the columns that need them, the ORM's converters."""
+    del vendor  # part of the cache key: converters differ between backends
     connection = _connection()
     names, converted = [], []
     for index, field in enumerate(model._meta.concrete_fields):
@@ -113,18 +113,21 @@ def _layout(model: type[Model]) -> tuple[list[str], list[tuple[int, list[Convert
         found = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
         if found:
             converted.append((index, found, col))
-    return names, converted, connection
+    return names, converted
 
 
 def instance(model: type[M], row: Sequence[Any], start: int = 0) -> tuple[M, int]:
     """A ``model`` instance from ``row[start:]`` (laid out as ``columns(model, ...)``), as the ORM
     would have built it; returns it and the index of the first column after it."""
-    names, converted, connection = _layout(model)
+    connection = _connection()
+    names, converted = _layout(model, connection.vendor)
     end = start + len(names)
     values = list(row[start:end])
     for index, found, col in converted:
         value = values[index]
         for convert in found:
+            # Backend converters are bound to the connection that looked them up; hand them this
+            # thread's, which is the one that read the row.
             value = convert(value, col, connection)
         values[index] = value
     return model.from_db(DEFAULT_DB_ALIAS, names, values), end

@@ -80,7 +80,8 @@ else:
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
     # Prepared statements for the fixed SQL of token auth, lease and submit (config.db): PostgreSQL
     # plans each once per connection. DATABASE_PREPARED_STATEMENTS=0 behind a pooler that cannot
-    # keep them (PgBouncer before 1.21 in transaction mode). The ORM never prepares.
+    # keep them (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
+    # The ORM never prepares.
     if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
         DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2)
 

@@ -1,7 +1,8 @@
 """Drop the single-column indexes of foreign keys that lead a composite index already.
 
 Only the indexes go (the constraints stay): Django's own AlterField would also drop and re-add
-each foreign key constraint, re-checking every row of tables that hold millions.
+each foreign key constraint, re-checking every row of tables that hold millions. On PostgreSQL
+they go CONCURRENTLY, so labeling goes on meanwhile (hence a migration outside a transaction).
 """
 
 import django.db.models.deletion
@@ -20,7 +21,23 @@ DROPPED = [
 ]
 
 
+def _concurrently(schema_editor) -> str:
+    return " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
+
+
+def _drop(apps, schema_editor) -> None:
+    for _, index, _ in DROPPED:
+        schema_editor.execute(f'DROP INDEX{_concurrently(schema_editor)} IF EXISTS "{index}"')
+
+
+def _create(apps, schema_editor) -> None:
+    for table, index, column in DROPPED:
+        schema_editor.execute(f'CREATE INDEX{_concurrently(schema_editor)} "{index}" ON "{table}" ("{column}")')
+
+
 class Migration(migrations.Migration):
+    atomic = False
+
     dependencies = [
         ("annotation", "0004_quality_controls"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
@@ -28,12 +45,7 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.SeparateDatabaseAndState(
-            database_operations=[
-                migrations.RunSQL(
-                    f'DROP INDEX IF EXISTS "{index}"', reverse_sql=f'CREATE INDEX "{index}" ON "{table}" ("{column}")'
-                )
-                for table, index, column in DROPPED
-            ],
+            database_operations=[migrations.RunPython(_drop, _create)],
             state_operations=[
                 migrations.AlterField(
                     model_name="assignment",

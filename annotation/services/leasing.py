@@ -5,8 +5,8 @@ so concurrent labelers fan out over different sets, and the lock serialises leas
 holding up the foreign-key checks of submits to it; on SQLite transactions are IMMEDIATE, which
 serialises writers) and recounts the set's live leases in a fresh statement under that lock, so a
 lease committed a moment earlier is always seen. A submit turns a live lease into a submission,
-which leaves the slots taken unchanged; only a late submit, whose slot may have gone to someone
-else, recounts under the set's lock (``annotation.services.ranking``).
+which leaves the slots taken unchanged; a submit near or past its lease's end takes the set's lock
+first, and a late one recounts under it (``annotation.services.ranking``).
 
 A lease is the request every labeler makes for every item, so its usual path (no lease held, no
 gold) is four statements of fixed SQL (``config.db``): my leases, the candidate set with its
@@ -90,7 +90,7 @@ def _active_leases(response_set_id: Any, now: Any) -> Any:
     return Assignment.objects.filter(response_set=response_set_id, status=AssignmentStatus.LEASED, expires_at__gt=now)
 
 
-def slots_taken(response_set: ResponseSet, now: Any, *, exclude_assignment: int | None = None) -> int:
+def response_set_slots_taken(response_set: ResponseSet, now: Any, *, exclude_assignment: int | None = None) -> int:
     """Submissions plus live leases of ``response_set``; exact only while its row is locked."""
     leases = _active_leases(response_set.pk, now)
     if exclude_assignment is not None:
@@ -238,7 +238,8 @@ def _assign(
                 db.db_datetime(expires),
             ],
         )
-        assert row is not None
+        if row is None:
+            raise RuntimeError("INSERT ... RETURNING returned no row")
         assignment = db.saved(
             Assignment(
                 id=row[0],

@@ -1,21 +1,24 @@
 """Submitting a ranking: validation, the ranking row and its C(K,2) comparisons, all or nothing.
 
 Every labeler submits every item, so the usual case is fixed SQL (``config.db``). On PostgreSQL a
-submit on a live lease (not gold) is two statements and no explicit transaction: read the
-assignment with its set and project, validate, then one statement that claims the assignment
-(``UPDATE ... WHERE status = 'leased' AND expires_at > now``), inserts the ranking and its
-comparisons and counts the submission on the set. The claim makes it safe without a lock: a
-concurrent twin, skip or expiry makes it claim nothing, and the submit then takes the locked path.
+submit on a lease with more than ``CLAIM_MARGIN`` left to run (not gold) is two statements and no
+explicit transaction: read the assignment with its set and project, validate, then one statement
+that claims the assignment (``UPDATE ... WHERE status = 'leased' AND expires_at > now + margin``),
+inserts the ranking and its comparisons and counts the submission on the set. The claim makes it
+safe without locks: a concurrent twin or a skip makes it claim nothing, and the submit then takes
+the locked path. The margin keeps the lease live until the statement is done: a lease elsewhere
+could otherwise see this one lapse, give its slot away, and fill the set past its overlap.
 
-The locked path handles everything else (repeats, late submits, gold, SQLite): lock the assignment,
-check, write (the same statement on PostgreSQL, four on SQLite), in one transaction.
+The locked path handles everything else (repeats, leases near or past their end, gold, SQLite): lock
+the set and the assignment, take the time, check, write (the same statement on PostgreSQL, four on
+SQLite), in one transaction, as a lease does.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from itertools import combinations
 from typing import Any
@@ -38,42 +41,67 @@ from annotation.models import (
     TaskMode,
 )
 from annotation.quality.services import agreement_refresh_schedule, gold_result_record
-from annotation.services.leasing import slots_taken
+from annotation.services.leasing import response_set_slots_taken
 from config import db
 from config.exceptions import ApplicationError, Conflict, NotFound
 from labelers.types import AuthUser
 
 MAX_COMMENT = 5000
+MAX_KEY = 100
+# A submit whose lease ends sooner than this takes the locked path (see the module's docstring).
+CLAIM_MARGIN = timedelta(seconds=30)
+
+
+def _invalid(field: str, message: str, *, code: str = "invalid") -> ApplicationError:
+    """A 400 naming the field, in the API's shape for field errors."""
+    return ApplicationError(f"{field}: {message}", code=code, errors=[{"field": field, "message": message}])
+
+
+def _storable(text: str) -> bool:
+    """Whether the database can store ``text``: PostgreSQL refuses NUL, and no encoding takes a
+    lone surrogate (JSON can carry both)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _response_id(key: Any) -> int | None:
+    """A response id from a JSON object key, or ``None`` when it is not a whole number."""
+    try:
+        return int(key)
+    except (TypeError, ValueError):
+        return None
 
 
 def _validate_ranks(raw: Any, response_ids: list[int], k: int) -> dict[int, int]:
     if not isinstance(raw, dict) or not raw:
-        raise ApplicationError("ranks: must be an object mapping each response id to its rank.", code="invalid")
+        raise _invalid("ranks", "must be an object mapping each response id to its rank.")
     ranks: dict[int, int] = {}
     valid = set(response_ids)
     for key, value in raw.items():
-        try:
-            response_id = int(key)
-        except (TypeError, ValueError):
-            raise ApplicationError(f"ranks: '{key}' is not a response id.", code="invalid") from None
+        response_id = _response_id(key)
+        if response_id is None:
+            raise _invalid("ranks", f"'{key}' is not a response id.")
         if response_id not in valid:
-            raise ApplicationError(f"ranks: response {response_id} is not in this response set.", code="invalid")
+            raise _invalid("ranks", f"response {response_id} is not in this response set.")
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= k:
-            raise ApplicationError(
-                f"ranks.{response_id}: must be a whole number from 1 to {k}, got {value!r}.", code="invalid"
-            )
+            raise _invalid(f"ranks.{response_id}", f"must be a whole number from 1 to {k}, got {value!r}.")
         ranks[response_id] = value
     missing = [response_id for response_id in response_ids if response_id not in ranks]
     if missing:
-        raise ApplicationError(
-            f"ranks: response {missing[0]} has no rank; every response of the set needs one.", code="incomplete"
+        raise _invalid(
+            "ranks", f"response {missing[0]} has no rank; every response of the set needs one.", code="incomplete"
         )
     used = sorted(set(ranks.values()))
     if used != list(range(1, len(used) + 1)):
-        raise ApplicationError(
-            "ranks: ranks must be dense (1, 2, 3, ... with ties sharing a rank and no gaps); "
+        raise _invalid(
+            "ranks",
+            "ranks must be dense (1, 2, 3, ... with ties sharing a rank and no gaps); "
             f"got {', '.join(map(str, used))}.",
-            code="invalid",
         )
     return ranks
 
@@ -82,21 +110,19 @@ def _validate_scores(raw: Any, response_ids: list[int], *, required: bool) -> di
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ApplicationError("scores: must be an object mapping response ids to a score.", code="invalid")
+        raise _invalid("scores", "must be an object mapping response ids to a score.")
     scores: dict[str, int] = {}
     for key, value in raw.items():
-        if not str(key).isdigit() or int(key) not in response_ids:
-            raise ApplicationError(f"scores: response {key} is not in this response set.", code="invalid")
+        response_id = _response_id(key)
+        if response_id is None or response_id not in response_ids:
+            raise _invalid("scores", f"response {key} is not in this response set.")
         if isinstance(value, bool) or not isinstance(value, int) or not LIKERT_MIN <= value <= LIKERT_MAX:
-            raise ApplicationError(
-                f"scores.{key}: must be a whole number from {LIKERT_MIN} to {LIKERT_MAX}, got {value!r}.",
-                code="invalid",
-            )
-        scores[str(int(key))] = value
+            raise _invalid(f"scores.{key}", f"must be a whole number from {LIKERT_MIN} to {LIKERT_MAX}, got {value!r}.")
+        scores[str(response_id)] = value
     if required:
         for response_id in response_ids:
             if str(response_id) not in scores:
-                raise ApplicationError(f"scores: response {response_id} needs a score.", code="incomplete")
+                raise _invalid("scores", f"response {response_id} needs a score.", code="incomplete")
     return scores
 
 
@@ -104,20 +130,19 @@ def _validate_flags(raw: Any, response_ids: list[int], allowed: list[str]) -> di
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ApplicationError("flags: must be an object mapping response ids to a list of flags.", code="invalid")
+        raise _invalid("flags", "must be an object mapping response ids to a list of flags.")
     flags: dict[str, list[str]] = {}
     for key, value in raw.items():
-        if not str(key).isdigit() or int(key) not in response_ids:
-            raise ApplicationError(f"flags: response {key} is not in this response set.", code="invalid")
+        response_id = _response_id(key)
+        if response_id is None or response_id not in response_ids:
+            raise _invalid("flags", f"response {key} is not in this response set.")
         if not isinstance(value, list):
-            raise ApplicationError(f"flags.{key}: must be a list of flag keys.", code="invalid")
+            raise _invalid(f"flags.{key}", "must be a list of flag keys.")
         for flag in value:
-            if flag not in allowed:
-                raise ApplicationError(
-                    f"flags.{key}: '{flag}' is not a flag of this project ({', '.join(allowed)}).", code="invalid"
-                )
+            if not isinstance(flag, str) or flag not in allowed:
+                raise _invalid(f"flags.{key}", f"'{flag}' is not a flag of this project ({', '.join(allowed)}).")
         if value:
-            flags[str(int(key))] = sorted(set(value))
+            flags[str(response_id)] = sorted(set(value))
     return flags
 
 
@@ -150,9 +175,10 @@ _COMPARISON_COLUMNS = (
 
 
 @cache
-def _sql() -> dict[str, str]:
+def _sql(vendor: str) -> dict[str, str]:
     assignment, response_set, ranking = db.table(Assignment), db.table(ResponseSet), db.table(Ranking)
     submitted, complete = db.literal(AssignmentStatus.SUBMITTED), db.literal(ResponseSetStatus.COMPLETE)
+    leased, expired = db.literal(AssignmentStatus.LEASED), db.literal(AssignmentStatus.EXPIRED)
     # The set completes with its last slot; gold sets never fill up.
     count = f"""
         UPDATE {response_set} SET
@@ -160,13 +186,14 @@ def _sql() -> dict[str, str]:
           status = CASE WHEN submitted_count + 1 >= required_count THEN {complete} ELSE status END,
           completed_at = CASE WHEN submitted_count + 1 >= required_count THEN %(now)s ELSE completed_at END
         WHERE id = %(set)s AND NOT is_gold"""
+    # Locks (on the locked path) take the set before the assignment, as a lease does: no deadlock.
     read = f"""
         SELECT {db.columns(Assignment, "a")}, {db.columns(ResponseSet, "s")}, {db.columns(Project, "p")}
-        FROM {assignment} a
-          JOIN {response_set} s ON s.id = a.response_set_id
+        FROM {response_set} s
+          JOIN {assignment} a ON a.response_set_id = s.id
           JOIN {db.table(Project)} p ON p.id = s.project_id
         WHERE a.id = %s AND a.labeler_id = %s"""
-    if db.vendor() != "postgresql":
+    if vendor != "postgresql":
         return {
             "read": read,
             "lock": read,  # SQLite: the IMMEDIATE transaction holds the database's write lock
@@ -177,15 +204,16 @@ def _sql() -> dict[str, str]:
             ),
             "count": count,
         }
-    # One statement: claim the assignment (a live lease, or one the locked path let in late), and
-    # only if that claimed it, insert the ranking and its comparisons and count the submission.
-    # The pairs arrive as arrays, so the statement is the same for every K and is prepared once.
+    # One statement: claim the assignment (a lease live past ``live_after``, or one the locked path
+    # let in late), and only if that claimed it, insert the ranking and its comparisons and count
+    # the submission. The pairs arrive as arrays, so the statement is the same for every K and is
+    # prepared once.
     write = f"""
         WITH claimed AS (
             UPDATE {assignment} SET status = {submitted}, finished_at = %(now)s
             WHERE id = %(assignment)s AND labeler_id = %(labeler)s
-              AND status IN ({db.literal(AssignmentStatus.LEASED)}, {db.literal(AssignmentStatus.EXPIRED)})
-              AND (expires_at > %(now)s OR %(late)s)
+              AND ((status = {leased} AND expires_at > %(live_after)s)
+                   OR (%(late)s AND status IN ({leased}, {expired})))
             RETURNING id),
         ranking AS (
             INSERT INTO {ranking} ({_RANKING_COLUMNS}) SELECT {_RANKING_VALUES} FROM claimed RETURNING id),
@@ -196,7 +224,7 @@ def _sql() -> dict[str, str]:
                  AS pair (a, b, outcome, margin)),
         counted AS ({count} AND EXISTS (SELECT 1 FROM claimed))
         SELECT id FROM ranking"""
-    return {"read": read, "lock": read + " FOR NO KEY UPDATE OF a", "write": write}
+    return {"read": read, "lock": read + " FOR NO KEY UPDATE OF s, a", "write": write}
 
 
 @dataclass(frozen=True)
@@ -209,7 +237,7 @@ class _Loaded:
 def _load(*, assignment_id: int, labeler: AuthUser, lock: bool) -> _Loaded | None:
     if not db.fits_id(assignment_id):
         return None
-    row = db.fetch_one(_sql()["lock" if lock else "read"], [assignment_id, labeler.pk])
+    row = db.fetch_one(_sql(db.vendor())["lock" if lock else "read"], [assignment_id, labeler.pk])
     if row is None:
         return None
     assignment, end = db.instance(Assignment, row)
@@ -229,19 +257,17 @@ class _Clean:
 
 
 def _clean(
-    *, loaded: _Loaded, ranks: Any, choice: str | None, scores: Any, flags: Any, comment: Any, time_spent_ms: Any
+    *, loaded: _Loaded, ranks: Any, choice: Any, scores: Any, flags: Any, comment: Any, time_spent_ms: Any
 ) -> _Clean:
     """The payload checked against the set as this labeler saw it; raises on the first problem."""
     project = loaded.project
     response_ids = [int(response_id) for response_id in loaded.assignment.display_order]
     pairwise_choice = ""
     if project.task_mode == TaskMode.PAIRWISE:
-        if choice not in PairwiseChoice.values:
-            raise ApplicationError(
-                f"choice: must be one of {', '.join(PairwiseChoice.values)}, got {choice!r}.", code="invalid"
-            )
+        if not isinstance(choice, str) or choice not in PairwiseChoice.values:
+            raise _invalid("choice", f"must be one of {', '.join(PairwiseChoice.values)}, got {choice!r}.")
         if ranks is not None:
-            raise ApplicationError("ranks: pairwise projects take 'choice', not 'ranks'.", code="invalid")
+            raise _invalid("ranks", "pairwise projects take 'choice', not 'ranks'.")
         first, second = response_ids  # A and B as this labeler saw them
         pairwise_choice = choice
         ranks_by_id = {
@@ -250,22 +276,38 @@ def _clean(
         }.get(choice, {first: 1, second: 1})  # type: ignore[call-overload]
     else:
         if choice is not None:
-            raise ApplicationError("choice: only pairwise projects take a choice; send 'ranks'.", code="invalid")
+            raise _invalid("choice", "only pairwise projects take a choice; send 'ranks'.")
         ranks_by_id = _validate_ranks(ranks, response_ids, project.k)
     clean_scores = _validate_scores(scores, response_ids, required=project.require_likert)
     clean_flags = _validate_flags(flags, response_ids, project.flag_keys)
     if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
-        raise ApplicationError(f"comment: must be text of at most {MAX_COMMENT} characters.", code="invalid")
+        raise _invalid("comment", f"must be text of at most {MAX_COMMENT} characters.")
+    if not _storable(comment):
+        raise _invalid("comment", "must not contain NUL characters or unpaired surrogates.")
     if isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int) or time_spent_ms < 0:
-        raise ApplicationError("time_spent_ms: must be a non-negative whole number.", code="invalid")
+        raise _invalid("time_spent_ms", "must be a non-negative whole number.")
     return _Clean(
         ranks_by_id, pairwise_choice, clean_scores, clean_flags, comment.strip(), min(time_spent_ms, 2**31 - 1)
     )
 
 
-def _write(*, loaded: _Loaded, labeler: AuthUser, key: str, clean: _Clean, now: datetime, late: bool) -> Ranking | None:
+def _clean_key(value: Any) -> str:
+    """The idempotency key, trimmed; raises when it is missing or not a usable string."""
+    if value is None:
+        raise _invalid("idempotency_key", "This field is required.")
+    key = value.strip() if isinstance(value, str) else ""
+    if not key or len(key) > MAX_KEY:
+        raise _invalid("idempotency_key", f"a non-empty string of at most {MAX_KEY} characters is required.")
+    if not _storable(key):
+        raise _invalid("idempotency_key", "must not contain NUL characters or unpaired surrogates.")
+    return key
+
+
+def _write(
+    *, loaded: _Loaded, labeler: AuthUser, key: str, clean: _Clean, now: datetime, live_after: datetime, late: bool
+) -> Ranking | None:
     """Insert the ranking and its comparisons, mark the assignment submitted and count it on its
-    set. ``None`` when (PostgreSQL, unlocked) the assignment was no longer a live lease to claim."""
+    set. ``None`` when (PostgreSQL) the assignment was no longer a lease live past ``live_after``."""
     assignment, response_set = loaded.assignment, loaded.response_set
     ranking = Ranking(
         assignment_id=assignment.pk,
@@ -298,10 +340,11 @@ def _write(*, loaded: _Loaded, labeler: AuthUser, key: str, clean: _Clean, now: 
         "key": key,
         "late": late,
         "now": db.db_datetime(now),
+        "live_after": db.db_datetime(live_after),
         "both_bad": clean.choice == PairwiseChoice.BOTH_BAD,
     }
     pairs = _comparison_rows(clean.ranks)
-    sql = _sql()
+    sql = _sql(db.vendor())
     if "write" in sql:
         a, b, outcome, margin = (list(column) for column in zip(*pairs, strict=True))
         row = db.fetch_one(sql["write"], {**params, "a": a, "b": b, "outcome": outcome, "margin": margin})
@@ -310,7 +353,8 @@ def _write(*, loaded: _Loaded, labeler: AuthUser, key: str, clean: _Clean, now: 
         ranking.id = row[0]
     else:
         row = db.fetch_one(sql["ranking"], params)
-        assert row is not None
+        if row is None:
+            raise RuntimeError("INSERT ... RETURNING returned no row")
         ranking.id = row[0]
         common = (ranking.id, response_set.pk, labeler.pk)
         db.execute(
@@ -329,9 +373,9 @@ def ranking_submit(
     *,
     assignment_id: int,
     labeler: AuthUser,
-    idempotency_key: str | None,
+    idempotency_key: Any,
     ranks: Any = None,
-    choice: str | None = None,
+    choice: Any = None,
     scores: Any = None,
     flags: Any = None,
     comment: Any = "",
@@ -339,12 +383,7 @@ def ranking_submit(
 ) -> tuple[Ranking, bool]:
     """Submit a ranking and derive its C(K,2) comparisons. Returns ``(ranking, created)``; a repeat
     with the same idempotency key returns the first ranking unchanged."""
-    if idempotency_key is None:
-        raise ApplicationError("idempotency_key: This field is required.", code="invalid")
-    if not isinstance(idempotency_key, str) or not idempotency_key.strip() or len(idempotency_key) > 100:
-        raise ApplicationError(
-            "idempotency_key: a non-empty string of at most 100 characters is required.", code="invalid"
-        )
+    key = _clean_key(idempotency_key)
     payload = {
         "ranks": ranks,
         "choice": choice,
@@ -354,74 +393,78 @@ def ranking_submit(
         "time_spent_ms": time_spent_ms,
     }
     try:
-        if "write" in _sql():
+        if db.vendor() == "postgresql":
             if transaction.get_connection().in_atomic_block:
                 # A savepoint, so that a failed statement leaves the caller's transaction usable.
                 with transaction.atomic():
-                    ranking = _submit_unlocked(
-                        assignment_id=assignment_id, labeler=labeler, key=idempotency_key, payload=payload
-                    )
+                    ranking = _submit_unlocked(assignment_id=assignment_id, labeler=labeler, key=key, payload=payload)
             else:
-                ranking = _submit_unlocked(
-                    assignment_id=assignment_id, labeler=labeler, key=idempotency_key, payload=payload
-                )
+                ranking = _submit_unlocked(assignment_id=assignment_id, labeler=labeler, key=key, payload=payload)
             if ranking is not None:
                 return ranking, True
         with transaction.atomic():
-            return _submit_locked(assignment_id=assignment_id, labeler=labeler, key=idempotency_key, payload=payload)
-    except IntegrityError:
+            return _submit_locked(assignment_id=assignment_id, labeler=labeler, key=key, payload=payload)
+    except IntegrityError as exc:
         # The key was used for another ranking of mine (a repeat of an earlier submit, or a
         # concurrent twin of this one that won the race).
-        previous = Ranking.objects.filter(labeler=labeler, idempotency_key=idempotency_key).first()
-        if previous is None:
-            raise
-        if previous.assignment_id != assignment_id:
+        previous = Ranking.objects.filter(labeler=labeler, idempotency_key=key).first()
+        if previous is not None:
+            if previous.assignment_id != assignment_id:
+                raise Conflict(
+                    "idempotency_key: already used for another assignment.", code="idempotency_key_reused"
+                ) from None
+            return previous, False
+        if "responseset_overlap_not_exceeded" in str(exc):
+            # The set's last slot went to someone else (their late submit got in first).
             raise Conflict(
-                "idempotency_key: already used for another assignment.", code="idempotency_key_reused"
+                "This item already has all the rankings it needs; this ranking was not saved.", code="set_complete"
             ) from None
-        return previous, False
+        raise
 
 
 def _submit_unlocked(*, assignment_id: int, labeler: AuthUser, key: str, payload: dict[str, Any]) -> Ranking | None:
     """The usual submit on PostgreSQL (see the module's docstring); ``None`` sends it down the
-    locked path: not a live lease of mine, gold, or claimed by someone else in the meantime."""
+    locked path: not a lease of mine live for ``CLAIM_MARGIN`` more, gold, or claimed meanwhile."""
     loaded = _load(assignment_id=assignment_id, labeler=labeler, lock=False)
     now = timezone.now()
+    live_after = now + CLAIM_MARGIN
     if (
         loaded is None
         or loaded.assignment.status != AssignmentStatus.LEASED
-        or loaded.assignment.expires_at <= now
+        or loaded.assignment.expires_at <= live_after
         or loaded.response_set.is_gold
     ):
         return None
     clean = _clean(loaded=loaded, **payload)
-    return _write(loaded=loaded, labeler=labeler, key=key, clean=clean, now=now, late=False)
+    return _write(loaded=loaded, labeler=labeler, key=key, clean=clean, now=now, live_after=live_after, late=False)
 
 
 def _submit_locked(*, assignment_id: int, labeler: AuthUser, key: str, payload: dict[str, Any]) -> tuple[Ranking, bool]:
+    previous = Ranking.objects.filter(labeler=labeler, idempotency_key=key).first()
+    if previous is not None:  # a repeat: the key decides before anything else
+        if previous.assignment_id != assignment_id:
+            raise Conflict("idempotency_key: already used for another assignment.", code="idempotency_key_reused")
+        return previous, False
     loaded = _load(assignment_id=assignment_id, labeler=labeler, lock=True)
     if loaded is None:
         raise NotFound(f"Assignment {assignment_id} not found.")
-    assignment = loaded.assignment
+    assignment, response_set = loaded.assignment, loaded.response_set
     if assignment.status == AssignmentStatus.SUBMITTED:
         ranking = Ranking.objects.get(assignment_id=assignment.pk)
-        if ranking.idempotency_key == key:
+        if ranking.idempotency_key == key:  # a twin of this request committed while it waited
             return ranking, False
-        if Ranking.objects.filter(labeler=labeler, idempotency_key=key).exists():
-            raise Conflict("idempotency_key: already used for another assignment.", code="idempotency_key_reused")
         raise Conflict("This item was already submitted.", code="already_submitted")
     if assignment.status == AssignmentStatus.SKIPPED:
         raise Conflict("This item was skipped; it cannot be submitted.", code="already_skipped")
 
     # Validate the payload before the slot check so a bad payload always says what is wrong.
     clean = _clean(loaded=loaded, **payload)
-    now = timezone.now()
+    now = timezone.now()  # after the set's lock: no lease can count this one lapsed in between
     late = assignment.status == AssignmentStatus.EXPIRED or assignment.expires_at <= now
-    if late and not loaded.response_set.is_gold:  # gold sets never fill up
-        # My slot may have gone to someone else: recount with the set locked.
-        response_set = ResponseSet.objects.select_for_update(no_key=True).get(pk=loaded.response_set.pk)
+    if late and not response_set.is_gold:  # gold sets never fill up
+        # My slot may have gone to someone else: recount (the set is locked).
         still_needed = response_set.status == ResponseSetStatus.OPEN and (
-            slots_taken(response_set, now, exclude_assignment=assignment.pk) < response_set.required_count
+            response_set_slots_taken(response_set, now, exclude_assignment=assignment.pk) < response_set.required_count
         )
         if not still_needed:
             raise Conflict(
@@ -429,13 +472,11 @@ def _submit_locked(*, assignment_id: int, labeler: AuthUser, key: str, payload: 
                 f"the {response_set.required_count} rankings it needs; this ranking was not saved.",
                 code="lease_expired",
             )
-    written = _write(loaded=loaded, labeler=labeler, key=key, clean=clean, now=now, late=late)
-    assert written is not None  # the assignment is locked: the claim cannot miss
-    if loaded.response_set.is_gold:
+    written = _write(loaded=loaded, labeler=labeler, key=key, clean=clean, now=now, live_after=now, late=late)
+    if written is None:  # the assignment and its set are locked: nothing else can have claimed it
+        raise RuntimeError(f"assignment {assignment.pk} could not be claimed under its lock")
+    if response_set.is_gold:
         gold_result_record(
-            project=loaded.project,
-            labeler=labeler,
-            ranks=clean.ranks,
-            gold_ranks=loaded.response_set.gold_ranks or {},
+            project=loaded.project, labeler=labeler, ranks=clean.ranks, gold_ranks=response_set.gold_ranks or {}
         )
     return written, True

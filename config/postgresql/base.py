@@ -12,6 +12,7 @@ from __future__ import annotations
 import select
 
 from django.db.backends.postgresql import base
+from psycopg.pq import TransactionStatus
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -19,10 +20,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
         connection = self.connection
         if connection is None or connection.closed or connection.broken:
             return False
-        if connection.info.transaction_status != 0:  # not idle: only a query can tell
+        if connection.info.transaction_status != TransactionStatus.IDLE:  # only a query can tell
             return super().is_usable()
+        poller = select.poll()  # not select(): it fails on descriptors above 1023
         try:
-            readable, _, _ = select.select([connection.fileno()], [], [], 0)
+            poller.register(connection.fileno(), select.POLLIN)
+            return not poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable

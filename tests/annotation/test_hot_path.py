@@ -9,6 +9,7 @@ claimed writes nothing.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -72,8 +73,9 @@ def test_lease_and_submit_run_a_fixed_number_of_statements(setup):
             assignment_id=lease.pk, labeler=labeler, idempotency_key="k", ranks=_ranks(lease)
         )
     assert created
-    # PostgreSQL: read, then one statement for all the writes; SQLite: read (locked) and four writes
-    assert len(_statements(submit_queries)) == (2 if connection.vendor == "postgresql" else 5)
+    # PostgreSQL: read, then one statement for all the writes; SQLite (the locked path): the key,
+    # the read and four writes
+    assert len(_statements(submit_queries)) == (2 if connection.vendor == "postgresql" else 6)
     assert Comparison.objects.filter(ranking=ranking).count() == 6
 
 
@@ -95,7 +97,7 @@ def test_api_lease_and_submit_with_a_token_are_six_and_three_statements(setup):
     with CaptureQueriesContext(connection) as submit_queries:
         submit = client.post(f"/api/v1/assignments/{lease.json()['id']}/submit/", body, format="json")
     assert submit.status_code == 201
-    assert len(_statements(submit_queries)) == (3 if connection.vendor == "postgresql" else 6)
+    assert len(_statements(submit_queries)) == (3 if connection.vendor == "postgresql" else 7)
 
 
 def test_the_lease_body_is_what_the_schema_serializer_says(setup):
@@ -146,8 +148,9 @@ def test_a_stale_read_cannot_submit_twice(setup):
     clean = ranking_service._clean(
         loaded=stale, ranks=_ranks(lease), choice=None, scores=None, flags=None, comment="", time_spent_ms=0
     )
+    now = timezone.now()
     again = ranking_service._write(
-        loaded=stale, labeler=labeler, key="second", clean=clean, now=timezone.now(), late=False
+        loaded=stale, labeler=labeler, key="second", clean=clean, now=now, live_after=now, late=False
     )
     assert again is None
     assert Ranking.objects.filter(assignment=lease).count() == 1
@@ -199,3 +202,85 @@ def test_ids_too_big_for_the_database_are_not_found(setup):
     body = {"idempotency_key": "k", "ranks": {"1": 1}}
     submit = client.post(f"/api/v1/assignments/{big}/submit/", body, format="json")
     assert (submit.status_code, submit.json()["detail"]) == (404, f"Assignment {big} not found.")
+
+
+def _client(labeler) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get(user=labeler).key}")
+    return client
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("idempotency_key", "k\x00"), ("idempotency_key", "k\ud800"), ("comment", "fine\x00"), ("comment", "\udfffx")],
+)
+def test_text_the_database_cannot_store_is_a_400_naming_the_field(setup, field, value):
+    project, labeler = setup
+    client = _client(labeler)
+    lease = client.post(f"/api/v1/projects/{project.pk}/assignments/next/").json()
+    body = {"idempotency_key": "k", "ranks": {str(r["id"]): 1 for r in lease["responses"]}, field: value}
+    # json.dumps escapes the NUL and the lone surrogate; the server's parser turns them back.
+    answer = client.post(
+        f"/api/v1/assignments/{lease['id']}/submit/", json.dumps(body), content_type="application/json"
+    )
+    message = "must not contain NUL characters or unpaired surrogates."
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {"detail": f"{field}: {message}", "code": "invalid", "errors": [{"field": field, "message": message}]},
+    )
+    assert not Ranking.objects.exists()
+    assert Assignment.objects.get(pk=lease["id"]).status == AssignmentStatus.LEASED
+
+
+def test_the_key_is_trimmed_and_odd_response_ids_are_a_400(setup):
+    project, labeler = setup
+    client = _client(labeler)
+    lease = client.post(f"/api/v1/projects/{project.pk}/assignments/next/").json()
+    url = f"/api/v1/assignments/{lease['id']}/submit/"
+    ranks = {str(r["id"]): 1 for r in lease["responses"]}
+    odd = client.post(url, {"idempotency_key": "k", "ranks": ranks, "scores": {"²": 3}}, format="json")
+    assert (odd.status_code, odd.json()["detail"]) == (400, "scores: response ² is not in this response set.")
+    first = client.post(url, {"idempotency_key": " k ", "ranks": ranks}, format="json")
+    again = client.post(url, {"idempotency_key": "k", "ranks": ranks}, format="json")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    assert Ranking.objects.get().idempotency_key == "k"
+
+
+@pytest.mark.parametrize(("left", "locked"), [(timedelta(minutes=10), False), (timedelta(seconds=10), True)])
+def test_a_lease_near_its_end_is_submitted_under_the_sets_lock(setup, left, locked):
+    """The unlocked submit needs the lease live for CLAIM_MARGIN more: nearer its end, a lease
+    elsewhere could see it lapse and give its slot away before the claim commits."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite always takes the locked path")
+    project, labeler = setup
+    lease = assignment_lease_next(project=project, labeler=labeler)
+    Assignment.objects.filter(pk=lease.pk).update(expires_at=timezone.now() + left)
+    with CaptureQueriesContext(connection) as queries:
+        ranking, created = ranking_submit(
+            assignment_id=lease.pk, labeler=labeler, idempotency_key="k", ranks=_ranks(lease)
+        )
+    assert created and not ranking.submitted_late
+    took_lock = any("FOR NO KEY UPDATE OF s, a" in query["sql"] for query in queries.captured_queries)
+    assert took_lock is locked
+    assert ResponseSet.objects.get(pk=lease.response_set_id).submitted_count == 1
+
+
+def test_a_submit_that_would_overfill_its_set_is_a_409_and_writes_nothing(setup):
+    """If a set's slot went to someone else's late submit anyway, the database's check refuses the
+    extra ranking; the labeler gets a 409 that says so, not a 500."""
+    project, labeler = setup
+    lease = assignment_lease_next(project=project, labeler=labeler)
+    ResponseSet.objects.filter(pk=lease.response_set_id).update(submitted_count=project.overlap)
+    answer = _client(labeler).post(
+        f"/api/v1/assignments/{lease.pk}/submit/", {"idempotency_key": "k", "ranks": _ranks(lease)}, format="json"
+    )
+    assert (answer.status_code, answer.json()) == (
+        409,
+        {
+            "detail": "This item already has all the rankings it needs; this ranking was not saved.",
+            "code": "set_complete",
+        },
+    )
+    assert not Ranking.objects.exists() and not Comparison.objects.exists()
+    assert Assignment.objects.get(pk=lease.pk).status == AssignmentStatus.LEASED

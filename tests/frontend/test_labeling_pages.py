@@ -111,6 +111,9 @@ def test_incomplete_ranking_is_refused_with_the_service_message(browser, labeler
     assert answer == {
         "detail": f"ranks: response {missing} has no rank; every response of the set needs one.",
         "code": "incomplete",
+        "errors": [
+            {"field": "ranks", "message": f"response {missing} has no rank; every response of the set needs one."}
+        ],
     }
     assert not Ranking.objects.exists()
 
