@@ -162,3 +162,33 @@ def test_a_real_worker_on_redis_runs_tasks(tmp_path):
     finally:
         worker.terminate()
         worker.wait(timeout=15)
+
+
+def test_the_production_web_server_serves_the_api(tmp_path):
+    """The Dockerfile's command (granian, its flags as written there) starts and answers a lease."""
+    import re
+
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1))
+    assert cmd[0] == "granian"
+    port = _free_port()
+    args = [str(Path(sys.executable).parent / "granian"), *cmd[1:]]
+    args[args.index("--host") + 1], args[args.index("--port") + 1] = "127.0.0.1", str(port)
+    env = _env(tmp_path, DJANGO_DEBUG="0")
+    manage = [sys.executable, "manage.py"]
+    for command in (["migrate", "--noinput", "-v0"], ["demo_data", "--no-models"]):
+        subprocess.run(manage + command, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    server = subprocess.Popen(
+        args, env=env, cwd=ROOT, stdout=(tmp_path / "server.log").open("w"), stderr=subprocess.STDOUT
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/api/v1"
+        _wait_for(f"{base}/schema/")
+        status, body = _call("POST", f"{base}/auth/token/", {"username": "bob", "password": "demo-password"})
+        token = json.loads(body)["token"]
+        project = json.loads(_call("GET", f"{base}/projects/", token=token)[1])["results"][0]
+        _call("POST", f"{base}/projects/{project['id']}/guidelines/1/acknowledge/", token=token)
+        status, body = _call("POST", f"{base}/projects/{project['id']}/assignments/next/", token=token)
+        assert status == 200 and len(json.loads(body)["responses"]) == project["k"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
