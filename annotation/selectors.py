@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet
@@ -31,15 +32,19 @@ def project_list(*, active_only: bool = False) -> QuerySet[Project]:
     return qs.filter(is_active=True) if active_only else qs
 
 
+@cache
+def _project_sql() -> str:
+    return (
+        f"SELECT {db.columns(Project, 'p')}, {db.columns(Guideline, 'g')} FROM {db.table(Project)} p "
+        f"LEFT JOIN {db.table(Guideline)} g ON g.id = p.current_guideline_id WHERE p.id = %s"
+    )
+
+
 def project_get(*, project_id: int) -> Project:
     """The project with its current guideline (one statement: every lease reads it)."""
     if not db.fits_id(project_id):
         raise NotFound(f"Project {project_id} not found.")
-    row = db.fetch_one(
-        f"SELECT {db.columns(Project, 'p')}, {db.columns(Guideline, 'g')} FROM {db.table(Project)} p "
-        f"LEFT JOIN {db.table(Guideline)} g ON g.id = p.current_guideline_id WHERE p.id = %s",
-        [project_id],
-    )
+    row = db.fetch_one(_project_sql(), [project_id])
     if row is None:
         raise NotFound(f"Project {project_id} not found.")
     project, end = db.instance(Project, row)

@@ -34,6 +34,7 @@ from annotation.models import (
     ResponseSetItem,
     Split,
 )
+from annotation.services.text import text_unstorable
 from config.exceptions import ApplicationError, Conflict
 from rlhf.models import ModelVersion
 
@@ -151,16 +152,6 @@ def _parse_messages(value: Any, errors: list[tuple[str, str]], field: str) -> li
     return messages
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
 def _parse_row(record: Any, *, line: int, project: Project, model_versions: dict[str, ModelVersion]) -> _Row:
     errors: list[tuple[str, str]] = []
     if not isinstance(record, dict):
@@ -169,9 +160,9 @@ def _parse_row(record: Any, *, line: int, project: Project, model_versions: dict
     for key in record:
         if key not in known:
             errors.append((str(key), "unknown field"))
-        elif _has_nul(record[key]):
-            # PostgreSQL text cannot hold NUL: say so here rather than fail the whole write.
-            errors.append((str(key), "contains a NUL character (\\u0000)"))
+        elif problem := text_unstorable(record[key]):
+            # Say so here rather than fail the whole write.
+            errors.append((str(key), f"contains {problem}"))
     if errors:
         raise _RowErrors(errors)
 

@@ -37,6 +37,7 @@ from annotation.models import (
     ResponseSetStatus,
 )
 from annotation.quality.services import labeler_quality_get
+from annotation.services.text import text_unstorable
 from config import db
 from config.exceptions import ApplicationError, Conflict, NotFound
 from labelers.models import LabelerStatus, QualificationState, Role
@@ -264,6 +265,8 @@ def assignment_skip(*, assignment_id: int, labeler: AuthUser, reason: str) -> As
     """Give an item back with a reason; the labeler will not get it again."""
     if not isinstance(reason, str) or not reason.strip():
         raise ApplicationError("reason: say why you skip this item.", code="invalid")
+    if text_unstorable(reason):
+        raise ApplicationError("reason: must not contain NUL characters or unpaired surrogates.", code="invalid")
     assignment = Assignment.objects.select_for_update().filter(pk=assignment_id, labeler=labeler).first()
     if assignment is None:
         raise NotFound(f"Assignment {assignment_id} not found.")

@@ -17,6 +17,7 @@ SQLite), in one transaction, as a lease does.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -42,6 +43,7 @@ from annotation.models import (
 )
 from annotation.quality.services import agreement_refresh_schedule, gold_result_record
 from annotation.services.leasing import response_set_slots_taken
+from annotation.services.text import text_unstorable
 from config import db
 from config.exceptions import ApplicationError, Conflict, NotFound
 from labelers.types import AuthUser
@@ -55,18 +57,6 @@ CLAIM_MARGIN = timedelta(seconds=30)
 def _invalid(field: str, message: str, *, code: str = "invalid") -> ApplicationError:
     """A 400 naming the field, in the API's shape for field errors."""
     return ApplicationError(f"{field}: {message}", code=code, errors=[{"field": field, "message": message}])
-
-
-def _storable(text: str) -> bool:
-    """Whether the database can store ``text``: PostgreSQL refuses NUL, and no encoding takes a
-    lone surrogate (JSON can carry both)."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _response_id(key: Any) -> int | None:
@@ -282,7 +272,7 @@ def _clean(
     clean_flags = _validate_flags(flags, response_ids, project.flag_keys)
     if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
         raise _invalid("comment", f"must be text of at most {MAX_COMMENT} characters.")
-    if not _storable(comment):
+    if text_unstorable(comment):
         raise _invalid("comment", "must not contain NUL characters or unpaired surrogates.")
     if isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int) or time_spent_ms < 0:
         raise _invalid("time_spent_ms", "must be a non-negative whole number.")
@@ -298,7 +288,7 @@ def _clean_key(value: Any) -> str:
     key = value.strip() if isinstance(value, str) else ""
     if not key or len(key) > MAX_KEY:
         raise _invalid("idempotency_key", f"a non-empty string of at most {MAX_KEY} characters is required.")
-    if not _storable(key):
+    if text_unstorable(key):
         raise _invalid("idempotency_key", "must not contain NUL characters or unpaired surrogates.")
     return key
 
@@ -394,11 +384,9 @@ def ranking_submit(
     }
     try:
         if db.vendor() == "postgresql":
-            if transaction.get_connection().in_atomic_block:
-                # A savepoint, so that a failed statement leaves the caller's transaction usable.
-                with transaction.atomic():
-                    ranking = _submit_unlocked(assignment_id=assignment_id, labeler=labeler, key=key, payload=payload)
-            else:
+            # Inside a caller's transaction, a savepoint: a failed statement must leave it usable.
+            nested = transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext()
+            with nested:
                 ranking = _submit_unlocked(assignment_id=assignment_id, labeler=labeler, key=key, payload=payload)
             if ranking is not None:
                 return ranking, True

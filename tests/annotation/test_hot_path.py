@@ -22,9 +22,16 @@ from rest_framework.test import APIClient
 from annotation import selectors
 from annotation.api import AssignmentOutput, assignment_body
 from annotation.models import Assignment, AssignmentStatus, Comparison, Project, Prompt, Ranking, ResponseSet
-from annotation.services import assignment_lease_next, guideline_acknowledge, guideline_publish, ranking_submit
+from annotation.services import (
+    assignment_lease_next,
+    assignment_skip,
+    guideline_acknowledge,
+    guideline_publish,
+    ranking_submit,
+)
 from annotation.services import ranking as ranking_service
 from config import db
+from config.exceptions import ApplicationError
 from labelers.models import Role
 from tests.factories import ProjectFactory, PromptFactory, UserFactory, response_set_create
 
@@ -284,3 +291,28 @@ def test_a_submit_that_would_overfill_its_set_is_a_409_and_writes_nothing(setup)
     )
     assert not Ranking.objects.exists() and not Comparison.objects.exists()
     assert Assignment.objects.get(pk=lease.pk).status == AssignmentStatus.LEASED
+
+
+@pytest.mark.parametrize(
+    ("reason", "api_message"),
+    [
+        ("off\x00topic", "reason: Null characters are not allowed."),
+        ("off\ud800topic", "reason: Surrogate characters are not allowed: U+D800."),
+    ],
+)
+def test_a_skip_reason_the_database_cannot_store_is_a_400(setup, reason, api_message):
+    """The API's serializer refuses it first; the service refuses it for every other caller (the
+    ranking page's skip button among them), where PostgreSQL would otherwise fail with a 500."""
+    project, labeler = setup
+    client = _client(labeler)
+    lease = client.post(f"/api/v1/projects/{project.pk}/assignments/next/").json()
+    url = f"/api/v1/assignments/{lease['id']}/skip/"
+    answer = client.post(url, json.dumps({"reason": reason}), content_type="application/json")
+    assert (answer.status_code, answer.json()["detail"]) == (400, api_message)
+    with pytest.raises(ApplicationError) as exc:
+        assignment_skip(assignment_id=lease["id"], labeler=labeler, reason=reason)
+    assert (exc.value.status, exc.value.message) == (
+        400,
+        "reason: must not contain NUL characters or unpaired surrogates.",
+    )
+    assert Assignment.objects.get(pk=lease["id"]).status == AssignmentStatus.LEASED

@@ -168,3 +168,16 @@ def test_nul_characters_are_a_row_error_not_a_server_error():
         {"line": 2, "field": "responses", "message": "contains a NUL character (\\u0000)"},
     ]
     assert Prompt.objects.count() == 0
+
+
+def test_unpaired_surrogates_are_a_row_error_not_a_server_error():
+    project = ProjectFactory(k=2)
+    # json.dumps writes the lone surrogate as \ud800, which json.loads turns back into one.
+    content = _jsonl({"external_id": "s", "prompt": "ok", "responses": ["a", "b\ud800"], "tags": ["\udfff"]})
+    with pytest.raises(ApplicationError) as exc:
+        prompts_import(project=project, content=content, fmt="jsonl")
+    assert exc.value.errors == [
+        {"line": 1, "field": "responses", "message": "contains an unpaired surrogate (\\ud800-\\udfff)"},
+        {"line": 1, "field": "tags", "message": "contains an unpaired surrogate (\\ud800-\\udfff)"},
+    ]
+    assert Prompt.objects.count() == 0
