@@ -17,6 +17,8 @@ _C = TypeVar("_C", bound="_Config")
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+ROLLOUT_ENGINES = ("hf", "hf_fast", "vllm")
 
 
 def _help(text: str, default: Any) -> Any:
@@ -106,6 +108,16 @@ def _require(ok: bool, name: str, message: str) -> None:
         raise ValueError(f"{name}: {message}")
 
 
+def _check_precision(mixed_precision: str, dtype: str) -> None:
+    _require(mixed_precision in MIXED_PRECISION, "mixed_precision", f"must be one of {', '.join(MIXED_PRECISION)}")
+    # Mixed precision keeps float32 master weights; half-precision weights would be pure half training.
+    _require(
+        mixed_precision == "no" or dtype in ("float32", "auto"),
+        "dtype",
+        "must be float32 or auto with mixed_precision (the trained weights stay in float32)",
+    )
+
+
 @dataclass(frozen=True)
 class ModelConfig(_Config):
     """Where a model comes from and how it is placed."""
@@ -120,12 +132,21 @@ class ModelConfig(_Config):
     lora_target_modules: tuple[str, ...] = _help(
         "Module names LoRA adapts; empty lets peft pick the defaults for the architecture.", ()
     )
+    mixed_precision: str = _help(
+        "no, bf16 or fp16: compute in half precision under autocast while the weights and the optimizer "
+        "state stay in float32 (dtype must then be float32 or auto).",
+        "no",
+    )
+    gradient_checkpointing: bool = _help(
+        "Recompute activations in the backward pass (non-reentrant): less memory, ~30% more compute.", False
+    )
 
     def validate(self) -> None:
         """Raise ValueError("<field>: <what is wrong>") on a bad value."""
         _require(bool(self.model_name_or_path.strip()), "model_name_or_path", "must not be empty")
         _require(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
         _require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
+        _check_precision(self.mixed_precision, self.dtype)
         _require(self.lora_r >= 0, "lora_r", "must be >= 0")
         _require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
 
@@ -167,7 +188,7 @@ class RewardModelConfig(_Config):
     num_epochs: float = _help("Passes over the training comparisons (InstructGPT: 1).", 1.0)
     max_pairs_per_batch: int = _help(
         "Whole rankings are packed into a batch up to this many pairs; a larger ranking is a "
-        "batch of its own (its pairs are never split).",
+        "batch of its own (its pairs are never split). Each response of a ranking is forwarded once.",
         32,
     )
     gradient_accumulation_steps: int = _help("Batches per optimizer step.", 1)
@@ -181,6 +202,15 @@ class RewardModelConfig(_Config):
     )
     center_rewards_coefficient: float = _help(
         "Coefficient of the auxiliary loss that keeps rewards centred at 0; 0 disables.", 0.0
+    )
+    normalize_rewards: bool = _help(
+        "After training, shift and scale the reward so that the training responses score mean 0 and "
+        "standard deviation 1 (InstructGPT normalises on SFT samples); stored in the saved model's config "
+        "(reward_offset, reward_scale) and applied wherever the model is read.",
+        True,
+    )
+    weight_by_reliability: bool = _help(
+        "Weight each comparison by its labeler's reliability (the quality report's skill estimate).", False
     )
     eval_batch_size: int = _help("Pairs per forward pass during evaluation.", 32)
     logging_steps: int = _help("Report progress every this many optimizer steps.", 1)
@@ -240,8 +270,29 @@ class PPOConfig(_Config):
     )
     dtype: str = _help("Weights dtype: auto, float32, float16 or bfloat16.", "float32")
     device: str = _help("Device: auto (cuda when available), cpu, cuda or mps.", "auto")
-    lora_r: int = _help("LoRA rank for the policy; 0 trains the full model.", 0)
+    mixed_precision: str = _help(
+        "no, bf16 or fp16: autocast compute with float32 master weights and optimizer state; the frozen "
+        "reference and reward models are held in that half precision. Logprobs and KL stay float32.",
+        "no",
+    )
+    gradient_checkpointing: bool = _help("Recompute activations of policy and critic in the backward pass.", False)
+    lora_r: int = _help(
+        "LoRA rank for the policy and the critic; 0 trains the full models. With LoRA and a policy that is "
+        "the reference, the reference is the policy with its adapter disabled (one base copy in memory).",
+        0,
+    )
     lora_alpha: int = _help("LoRA scaling alpha.", 16)
+    rollout_engine: str = _help(
+        "hf: transformers generate() with a complete sampling config; hf_fast: a KV-cache decoding loop "
+        "that drops finished rows from the batch; vllm: vLLM colocated on the GPU (optional extra, CUDA).",
+        "hf_fast",
+    )
+    rollout_batch_size: int = _help("Prompts per generation call; 0 samples the whole rollout batch at once.", 0)
+    forward_batch_size: int = _help(
+        "Sequences per no-grad scoring forward (policy, reference, value and reward model).", 16
+    )
+    static_cache: bool = _help("Engine hf: a static KV cache (cache_implementation='static'), for CUDA.", False)
+    vllm_gpu_memory_utilization: float = _help("Engine vllm: share of GPU memory vLLM may take.", 0.3)
     save_every: int = _help("Write a resumable checkpoint every this many steps; 0 at end only.", 0)
     num_sample_rows: int = _help("Prompt/response/reward rows kept in the result.", 8)
     seed: int = _help("Random seed (recorded on the result).", 42)
@@ -286,7 +337,14 @@ class PPOConfig(_Config):
         _require(self.value_model in ("reward", "head"), "value_model", "must be reward or head")
         _require(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
         _require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
+        _check_precision(self.mixed_precision, self.dtype)
         _require(self.lora_r >= 0, "lora_r", "must be >= 0")
+        _require(
+            self.rollout_engine in ROLLOUT_ENGINES, "rollout_engine", f"must be one of {', '.join(ROLLOUT_ENGINES)}"
+        )
+        _require(self.rollout_batch_size >= 0, "rollout_batch_size", "must be >= 0")
+        _require(self.forward_batch_size > 0, "forward_batch_size", "must be > 0")
+        _require(0.0 < self.vllm_gpu_memory_utilization <= 1.0, "vllm_gpu_memory_utilization", "must be in (0, 1]")
         _require(self.save_every >= 0, "save_every", "must be >= 0")
         _require(self.num_sample_rows >= 0, "num_sample_rows", "must be >= 0")
 

@@ -172,15 +172,30 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of the categorical distribution at each position: (B, T, V) -> (B, T)."""
-    pd = torch.softmax(logits, dim=-1)
-    return torch.logsumexp(logits, dim=-1) - (pd * logits).sum(dim=-1)
+    """Entropy of the categorical distribution at each position, in float32: (B, T, V) -> (B, T).
+
+    One row at a time, so that the (B, T, V) softmax is never materialised in float32 at once.
+    """
+    rows = []
+    for row in logits:  # (T, V)
+        row = row.float()
+        pd = torch.softmax(row, dim=-1)
+        rows.append(torch.logsumexp(row, dim=-1) - (pd * row).sum(dim=-1))
+    return torch.stack(rows)
 
 
 def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Log-probability of `labels` under `logits`: (B, T, V), (B, T) -> (B, T)."""
-    logp = torch.log_softmax(logits, dim=-1)
-    return torch.gather(logp, 2, labels.unsqueeze(-1)).squeeze(-1)
+    """Log-probability of `labels` under `logits`, in float32: (B, T, V), (B, T) -> (B, T).
+
+    A selective log-softmax: the label's logit minus the row's logsumexp, one row at a time
+    (no full (B, T, V) log-softmax copy; half-precision logits are upcast per row).
+    """
+    rows = []
+    for row, row_labels in zip(logits, labels, strict=True):  # (T, V), (T,)
+        row = row.float()
+        picked = row.gather(1, row_labels.unsqueeze(1)).squeeze(1)
+        rows.append(picked - torch.logsumexp(row, dim=-1))
+    return torch.stack(rows)
 
 
 class AdaptiveKLController:

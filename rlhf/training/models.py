@@ -38,14 +38,139 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """Tokenizer with a pad token (EOS when it has none) and left padding for generation."""
+def load_tokenizer(path: str, *, trust_remote_code: bool = False, require_eos: bool = True) -> PreTrainedTokenizerBase:
+    """Tokenizer with a pad token (EOS when it has none).
+
+    A policy needs an EOS token (responses end with it); a reward model need not have one
+    (an encoder such as BERT reads its [CLS] token instead).
+    """
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if tokenizer.eos_token_id is None:
+    if require_eos and tokenizer.eos_token_id is None:
         raise ValueError(f"model_name_or_path: tokenizer at {path!r} has no EOS token")
+    if tokenizer.pad_token is None:
+        raise ValueError(f"model_name_or_path: tokenizer at {path!r} has neither a pad nor an EOS token")
     return tokenizer
+
+
+def eos_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every token that ends a response: the tokenizer's EOS and the model's generation EOS ids.
+
+    Chat models end a turn with a token that is not `tokenizer.eos_token` (Llama-3's <|eot_id|>,
+    Qwen's <|im_end|>); their generation_config lists it.
+    """
+    ids: list[int] = []
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    generation_config = getattr(model, "generation_config", None)
+    extra = getattr(generation_config, "eos_token_id", None)
+    for token in [extra] if isinstance(extra, int) else list(extra or []):
+        if int(token) not in ids:
+            ids.append(int(token))
+    return ids
+
+
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, *, max_length: int | None = None) -> list[int]:
+    """Token ids of `text` as the model expects them: BOS / [CLS] ... [SEP] added by the tokenizer,
+    unless a chat template already wrote the BOS into the text (templates are applied once).
+
+    Longer texts keep their last tokens, and their first token when it is a special one (the
+    [CLS] an encoder classifier reads, a decoder's BOS).
+    """
+    bos = tokenizer.bos_token
+    add_special = not (bos and text.startswith(bos))
+    ids: list[int] = tokenizer(text, add_special_tokens=add_special)["input_ids"]
+    if max_length is None or len(ids) <= max_length:
+        return ids
+    if ids[0] in tokenizer.all_special_ids:
+        return [ids[0], *ids[len(ids) - max_length + 1 :]]
+    return ids[-max_length:]
+
+
+def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding, as generate() uses: (B, T) -> (B, T)."""
+    return (attention_mask.cumsum(1) - 1).clamp(min=0)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token of each row, with padding on either side: (B, T) -> (B,)."""
+    T = attention_mask.shape[1]
+    return (T - 1 - attention_mask.flip(1).argmax(1)).long()
+
+
+def _unwrap(model: Any) -> Any:
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(model)
+
+
+def scalar_head_outputs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """A decoder sequence classifier's scalar head at every position: (B, T) -> (B, T) float32.
+
+    The forward goes through `model` itself (its DDP / FSDP / peft wrappers included) and the
+    head's per-position output is taken with a hook: the model's own pooling reads "the last token
+    that is not pad", which is the token before EOS when pad == EOS.
+    """
+    head = getattr(_unwrap(model), "score", None)
+    if head is None:
+        raise ValueError("reward_path: a per-token value needs a decoder classifier with a `score` head")
+    captured: list[torch.Tensor] = []
+    handle = head.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
+    try:
+        model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from(attention_mask),
+            use_cache=False,
+        )
+    finally:
+        handle.remove()
+    return captured[-1][..., 0].float()
+
+
+def reward_normalization(model: Any) -> tuple[float, float]:
+    """(offset, scale) stored in a trained reward model's config; (0, 1) when it has none."""
+    config = _unwrap(model).config
+    return float(getattr(config, "reward_offset", 0.0) or 0.0), float(getattr(config, "reward_scale", 1.0) or 1.0)
+
+
+def reward_scores(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, normalize: bool = True
+) -> torch.Tensor:
+    """The reward of each sequence: (B, T) -> (B,) float32. The one place that decides where a
+    reward model is read: a decoder at the last real token (the EOS when the response ended),
+    an encoder by its own pooling ([CLS]). Normalised by the offset and scale stored with it."""
+    if getattr(_unwrap(model), "score", None) is not None:
+        per_position = scalar_head_outputs(model, input_ids, attention_mask)  # (B, T)
+        index = last_token_index(attention_mask).unsqueeze(1)
+        scores = per_position.gather(1, index).squeeze(1)
+    else:
+        scores = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+    if normalize:
+        offset, scale = reward_normalization(model)
+        scores = (scores - offset) / scale
+    return scores
+
+
+def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (B, T) ids and attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def sft_batch(examples: list[tuple[list[int], int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch with labels -100 on the prompt and the padding (loss on answers only)."""
+    input_ids, attention_mask = right_pad([ids for ids, _ in examples], pad_token_id)
+    labels = torch.where(attention_mask.bool(), input_ids, -100)
+    for i, (_, prompt_len) in enumerate(examples):
+        labels[i, :prompt_len] = -100
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
 def check_tokenizer_matches(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, field: str) -> None:
@@ -79,13 +204,28 @@ def _apply_lora(model: PreTrainedModel, config: ModelConfig, task_type: str) -> 
     return get_peft_model(model, lora)
 
 
+def weights_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
+    """float32 under mixed precision (master weights), else the configured dtype."""
+    if config.mixed_precision != "no":
+        return torch.float32
+    return resolve_dtype(config.dtype, device)
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Non-reentrant checkpointing (works with frozen inputs, LoRA and DDP)."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+    model.config.use_cache = False
+
+
 def load_policy(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Causal LM and its tokenizer, placed and typed as configured, with LoRA when lora_r > 0."""
     config.validate()
     device = resolve_device(config.device)
     model: Any = AutoModelForCausalLM.from_pretrained(
         config.model_name_or_path,
-        dtype=resolve_dtype(config.dtype, device),
+        dtype=weights_dtype(config, device),
         trust_remote_code=config.trust_remote_code,
     )
     model = model.to(device)
@@ -104,14 +244,14 @@ def load_reward_model(config: ModelConfig, *, lora: bool = True) -> tuple[PreTra
     """
     config.validate()
     device = resolve_device(config.device)
-    tokenizer = load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
+    tokenizer = load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code, require_eos=False)
     model: Any = AutoModelForSequenceClassification.from_pretrained(
         config.model_name_or_path,
         num_labels=1,
-        dtype=resolve_dtype(config.dtype, device),
+        dtype=weights_dtype(config, device),
         trust_remote_code=config.trust_remote_code,
     ).to(device)
-    # Sequence classifiers read the reward at the last non-pad token.
+    # The model's own pooling needs a pad id; rewards are read by reward_scores, not by it.
     model.config.pad_token_id = tokenizer.pad_token_id
     check_tokenizer_matches(model, tokenizer, field="model_name_or_path")
     if lora and config.lora_r > 0:
@@ -142,8 +282,23 @@ def render_conversation(
     response: str,
     *,
     use_chat_template: bool = True,
+    finished: bool = True,
 ) -> str:
-    """Prompt + response as the policy would have produced it, ending with EOS."""
+    """Prompt + response as the policy would have produced it, ending with EOS when it ended."""
     head = render_prompt(tokenizer, prompt, use_chat_template=use_chat_template)
-    eos = tokenizer.eos_token or ""
+    eos = (tokenizer.eos_token or "") if finished else ""
     return head + response + eos
+
+
+def reward_input_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: PromptInput,
+    response: str,
+    *,
+    max_length: int,
+    use_chat_template: bool = True,
+    finished: bool = True,
+) -> list[int]:
+    """What a reward model reads for one response, the same in training, scoring and PPO."""
+    text = render_conversation(tokenizer, prompt, response, use_chat_template=use_chat_template, finished=finished)
+    return encode_text(tokenizer, text, max_length=max_length)

@@ -26,6 +26,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from rlhf.training.models import sft_batch
+
 logger = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -147,19 +149,6 @@ def _sft_examples(tokenizer: PreTrainedTokenizerFast, rows: list[dict[str, str]]
         answer_ids = tokenizer(row["answer"] + EOS_TOKEN)["input_ids"]
         out.append((prompt_ids + answer_ids, len(prompt_ids)))
     return out
-
-
-def sft_batch(examples: list[tuple[list[int], int]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch with labels -100 on the prompt and the padding (loss on answers only)."""
-    width = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    for i, (ids, prompt_len) in enumerate(examples):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention_mask[i, : len(ids)] = 1
-        labels[i, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
 def train_demo_sft(

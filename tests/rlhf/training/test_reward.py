@@ -12,7 +12,7 @@ from rlhf.training.reward import (
     evaluate_reward_model,
     pack_groups,
     train_reward_model,
-    training_table,
+    training_groups,
 )
 from rlhf.training.rows import ComparisonRow
 from tests.rlhf.training.conftest import make_comparisons
@@ -25,17 +25,14 @@ def _config(path: str, **kwargs) -> RewardModelConfig:
 
 
 def test_pack_groups_never_splits_a_ranking():
-    ids = [g for g, n in [("a", 6), ("b", 3), ("c", 10), ("d", 1), ("e", 6)] for _ in range(n)]
-    batches = pack_groups(ids, 8, seed=0)
-    assert sorted(i for b in batches for i in b) == list(range(len(ids)))
+    pairs = [6, 3, 10, 1, 6]
+    batches = pack_groups(pairs, 8, seed=0)
+    assert sorted(g for b in batches for g in b) == list(range(len(pairs)))
     for batch in batches:
-        groups = {ids[i] for i in batch}
-        for g in groups:
-            assert sum(1 for i in batch if ids[i] == g) == ids.count(g)
-        assert len(batch) <= 8 or len(groups) == 1  # only an oversized ranking exceeds the cap
+        assert sum(pairs[g] for g in batch) <= 8 or len(batch) == 1  # only an oversized ranking exceeds the cap
 
 
-def test_training_table_weights_and_ties(tokenizer):
+def test_training_groups_forward_each_response_once_with_weights_and_ties(tokenizer):
     rows = [
         ComparisonRow(prompt="p", chosen="a", rejected="b", group_id="g1"),
         ComparisonRow(prompt="p", chosen="a", rejected="c", group_id="g1", weight=3.0),
@@ -43,34 +40,36 @@ def test_training_table_weights_and_ties(tokenizer):
         ComparisonRow(prompt="q", chosen="x", rejected="y", group_id="g2", margin=2.0),
         ComparisonRow(prompt="q", chosen="x", rejected="z", group_id="g3", split="val"),
     ]
-    config = _config("unused", use_margin=True)
-    table, group_ids = training_table(rows, tokenizer, config)
+    groups, group_ids = training_groups(rows, tokenizer, _config("unused", use_margin=True))
     assert group_ids == ["g1", "g1", "g2"]  # tie and val row left out
-    assert table["weight"] == [0.25, 0.75, 1.0]  # each ranking sums to 1
-    assert table["margin"] == [0.0, 0.0, 2.0]
-    with_ties, _ = training_table(rows, tokenizer, _config("unused", include_ties=True))
-    assert with_ties["is_tie"] == [False, False, True, False]
-    assert with_ties["weight"] == [0.2, 0.6, 0.2, 1.0]
+    g1, g2 = groups
+    assert len(g1["input_ids"]) == 3 and len(g2["input_ids"]) == 2  # a, b, c once each; x, y
+    assert (g1["chosen_index"], g1["rejected_index"]) == ([0, 0], [1, 2])
+    assert g1["weight"] == [0.25, 0.75] and g2["weight"] == [1.0]  # each ranking sums to 1
+    assert g1["margin"] == [0.0, 0.0] and g2["margin"] == [2.0]
+    with_ties, _ = training_groups(rows, tokenizer, _config("unused", include_ties=True))
+    assert with_ties[0]["is_tie"] == [False, False, True]
+    assert with_ties[0]["weight"] == [0.2, 0.6, 0.2]
+    assert with_ties[0]["margin"] == [0.0, 0.0, 0.0]  # margins only with use_margin
 
 
-def test_trainer_batches_hold_whole_rankings(sft_policy, tmp_path):
-    rows = make_comparisons(10, k=4)  # 6 pairs per ranking
-    trainer, table, group_ids, _ = build_reward_trainer(
-        _config(sft_policy, max_pairs_per_batch=13), rows, output_dir=tmp_path
-    )
-    by_row = {tuple(ids): gid for ids, gid in zip(table["chosen_ids"], group_ids, strict=True)}
+def test_trainer_batches_hold_whole_rankings_and_forward_k_per_ranking(sft_policy, tmp_path):
+    rows = make_comparisons(10, k=4)  # 6 pairs per ranking, 4 responses
+    trainer, groups, _, _ = build_reward_trainer(_config(sft_policy, max_pairs_per_batch=13), rows, output_dir=tmp_path)
+    by_sequence = {tuple(ids): g for g, group in enumerate(groups) for ids in group["input_ids"]}
     seen = 0
     for batch in trainer.get_train_dataloader():
-        n = batch["input_ids"].shape[0] // 2
-        assert n in (6, 12)  # two rankings fit under 13 pairs, never a part of one
-        chosen = batch["input_ids"][:n]
-        gids = []
-        for row, mask in zip(chosen, batch["attention_mask"][:n], strict=True):
-            gids.append(by_row[tuple(row[mask.bool()].tolist())])
-        for g in set(gids):
-            assert gids.count(g) == 6
-        assert batch["weight"].sum().item() == pytest.approx(n / 6)
-        seen += n
+        n_pairs = batch["chosen_index"].shape[0]
+        assert n_pairs in (6, 12)  # two rankings fit under 13 pairs, never a part of one
+        assert batch["input_ids"].shape[0] == n_pairs // 6 * 4  # K forwards per ranking, not 2 per pair
+        owners = [
+            by_sequence[tuple(row[mask.bool()].tolist())]
+            for row, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)
+        ]
+        for c, r in zip(batch["chosen_index"].tolist(), batch["rejected_index"].tolist(), strict=True):
+            assert owners[c] == owners[r]  # a pair never mixes two rankings
+        assert batch["weight"].sum().item() == pytest.approx(n_pairs / 6)
+        seen += n_pairs
     assert seen == len(rows)
 
 
