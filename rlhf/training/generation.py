@@ -10,7 +10,8 @@ import transformers
 from transformers import PreTrainedTokenizerBase
 
 from rlhf.training.config import GenerationConfig
-from rlhf.training.models import load_policy, render_prompt
+from rlhf.training.models import encode_text, eos_token_ids, left_pad, load_policy, render_prompt
+from rlhf.training.rollout import HFGenerateEngine, SamplingSettings
 from rlhf.training.rows import GeneratedResponse, PromptRow
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ def generate_with_model(
     transformers.set_seed(config.seed)
     model.eval()
     device = next(model.parameters()).device
-    eos_id = tokenizer.eos_token_id
     settings: dict[str, Any] = {
         "model": config.model.model_name_or_path,
         "temperature": config.temperature,
@@ -63,44 +63,42 @@ def generate_with_model(
         "dtype": config.model.dtype,
         "transformers": transformers.__version__,
     }
-    results: list[list[GeneratedResponse]] = []
-    tokenizer.padding_side = "left"
-    for start in range(0, len(prompts), config.batch_size):
-        batch = prompts[start : start + config.batch_size]
-        texts = [render_prompt(tokenizer, row.content, use_chat_template=config.use_chat_template) for row in batch]
-        enc = tokenizer(
-            texts,
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=config.max_prompt_length,
-            add_special_tokens=False,
-        ).to(device)
-        prompt_len = enc["input_ids"].shape[1]
-        sequences = model.generate(
-            **enc,
-            do_sample=True,
+    engine = HFGenerateEngine(
+        SamplingSettings(
             temperature=config.temperature,
             top_p=config.top_p,
-            top_k=config.top_k or None,
+            top_k=config.top_k,
             max_new_tokens=config.max_new_tokens,
-            num_return_sequences=k,
-            eos_token_id=eos_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )  # (B * k, P + N)
-        responses = sequences[:, prompt_len:].tolist()
-        for i, _row in enumerate(batch):
+            stop_token_ids=tuple(eos_token_ids(model, tokenizer)),
+            pad_token_id=int(tokenizer.pad_token_id),
+        )
+    )
+    results: list[list[GeneratedResponse]] = []
+    for start in range(0, len(prompts), config.batch_size):
+        batch = prompts[start : start + config.batch_size]
+        queries = [
+            encode_text(
+                tokenizer,
+                render_prompt(tokenizer, row.content, use_chat_template=config.use_chat_template),
+                max_length=config.max_prompt_length,
+            )
+            for row in batch
+            for _ in range(k)
+        ]
+        query, query_mask = left_pad(queries, int(tokenizer.pad_token_id))
+        rollout = engine.sample(model, query.to(device), query_mask.to(device))  # (B * k, N)
+        lengths = rollout.mask.sum(1).long().tolist()
+        finished = rollout.finished.tolist()
+        texts = tokenizer.batch_decode(rollout.response, skip_special_tokens=True)
+        for i in range(len(batch)):
             group = []
-            for j in range(k):
-                tokens = responses[i * k + j]
-                finished = eos_id in tokens
-                length = tokens.index(eos_id) + 1 if finished else len(tokens)
-                while not finished and length and tokens[length - 1] == tokenizer.pad_token_id:
-                    length -= 1
+            for j in range(i * k, (i + 1) * k):
                 # PostgreSQL text and jsonb cannot hold NUL; a byte-level tokenizer can sample it.
-                text = str(tokenizer.decode(tokens[:length], skip_special_tokens=True)).replace("\x00", "").strip()
+                text = str(texts[j]).replace("\x00", "").strip()
                 group.append(
-                    GeneratedResponse(text=text, settings=dict(settings), num_tokens=length, finished=finished)
+                    GeneratedResponse(
+                        text=text, settings=dict(settings), num_tokens=lengths[j], finished=bool(finished[j])
+                    )
                 )
             results.append(group)
     return results

@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 import transformers
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object
 from transformers import (
     AutoModelForCausalLM,
@@ -62,6 +63,7 @@ from rlhf.training.models import (
     enable_gradient_checkpointing,
     encode_text,
     eos_token_ids,
+    left_pad,
     load_tokenizer,
     position_ids_from,
     render_prompt,
@@ -152,17 +154,6 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[PromptRow],
         text = render_prompt(tokenizer, row.content, use_chat_template=config.use_chat_template)
         out.append(encode_text(tokenizer, text, max_length=config.max_prompt_length))
     return out
-
-
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded (B, P) ids and attention mask."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = torch.tensor(r)
-        mask[i, width - len(r) :] = 1
-    return ids, mask
 
 
 def sft_examples(
@@ -258,6 +249,8 @@ def ppo_setup(
     # Trained weights stay float32 under mixed precision; frozen models are held in the half type.
     train_dtype = torch.float32 if half else resolve_dtype(config.dtype, device)
     frozen_dtype = half or train_dtype
+    # accelerate keeps one process-wide state; a worker that ran another precision before resets it.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=device.type == "cpu",
         mixed_precision=config.mixed_precision,
