@@ -313,6 +313,7 @@ def run_loop(args: argparse.Namespace, work: Path, migrate_s: float, started_all
         ppo_max_kl=PPO_MAX_KL,
         ppo_require_improvement=True,
         generate_prompts=args.prompts,
+        max_response_tokens=RESPONSE_TOKENS,
         reward_config=REWARD_CONFIG,
         ppo_config={**PPO_CONFIG, "seed": args.seed},
         generation_config={**GENERATION_CONFIG, "seed": args.seed},

@@ -179,6 +179,17 @@ QUALITY_BOOTSTRAP_RESAMPLES = env.int("QUALITY_BOOTSTRAP_RESAMPLES", default=100
 # A running training run that has not reported for this long is failed by the beat reaper.
 TRAINING_HEARTBEAT_TIMEOUT_S = env.int("TRAINING_HEARTBEAT_TIMEOUT_S", default=600)
 ARTIFACTS_ROOT = Path(env("ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts")))
+# How the gpu worker starts reward and PPO training (rlhf.training.launch.Launcher): "inprocess",
+# "torchrun" (TRAINING_NUM_PROCESSES ranks, DDP) or "accelerate" (accelerate launch with
+# TRAINING_ACCELERATE_CONFIG: DDP, DeepSpeed, FSDP; examples in config/accelerate/). The process
+# count is over all machines; several machines need ARTIFACTS_ROOT on a shared filesystem.
+TRAINING_LAUNCHER = env("TRAINING_LAUNCHER", default="inprocess")
+TRAINING_NUM_PROCESSES = env.int("TRAINING_NUM_PROCESSES", default=1)
+TRAINING_ACCELERATE_CONFIG = env("TRAINING_ACCELERATE_CONFIG", default="")
+TRAINING_NUM_MACHINES = env.int("TRAINING_NUM_MACHINES", default=1)
+TRAINING_MACHINE_RANK = env.int("TRAINING_MACHINE_RANK", default=0)
+TRAINING_MAIN_PROCESS_IP = env("TRAINING_MAIN_PROCESS_IP", default="")
+TRAINING_MAIN_PROCESS_PORT = env.int("TRAINING_MAIN_PROCESS_PORT", default=29500)
 
 LOGGING = {
     "version": 1,

@@ -163,3 +163,17 @@ class LoopSettingsForm(forms.Form):
     generate_prompts = forms.IntegerField(
         label="Prompts per generated batch", min_value=1, max_value=100_000, help_text="Each gets K responses."
     )
+    max_response_tokens = forms.IntegerField(
+        label="Longest response (tokens)",
+        min_value=1,
+        max_value=4096,
+        help_text="The same limit for the batches labelers rank and for PPO's rollouts, so the reward model "
+        "scores answers of the length it was trained on.",
+    )
+    sft_data_path = forms.CharField(
+        label="SFT data for PPO-ptx (JSONL file on the server)",
+        required=False,
+        max_length=1000,
+        help_text='An absolute path; one {"prompt", "completion"}, {"prompt", "response"} or {"messages": [...]} '
+        "object per line. Needed when ppo_config sets ptx_coef above 0; empty for none.",
+    )

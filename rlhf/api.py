@@ -10,8 +10,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.selectors import project_get
-from labelers.permissions import IsStaff
-from rlhf.models import ModelKind, ModelVersion, RunKind, TrainingRun
+from config.exceptions import ApplicationError
+from labelers.permissions import IsAdmin, IsStaff
+from rlhf.models import LoopSettings, ModelKind, ModelVersion, RunKind, TrainingRun
 from rlhf.selectors import (
     model_version_get,
     model_version_lineage,
@@ -21,6 +22,8 @@ from rlhf.selectors import (
     training_run_list,
 )
 from rlhf.services import (
+    loop_settings_get,
+    loop_settings_update,
     model_version_promote,
     model_version_register,
     model_version_rollback,
@@ -202,3 +205,57 @@ class ModelVersionCompareApi(APIView):
             ids.append(int(value))
         a, b = (model_version_get(version_id=i) for i in ids)
         return Response(model_versions_compare(a=a, b=b))
+
+
+class LoopSettingsOutput(serializers.ModelSerializer):
+    class Meta:
+        model = LoopSettings
+        fields = [
+            "auto_chain",
+            "retrain_min_comparisons",
+            "reward_min_accuracy",
+            "ppo_max_kl",
+            "ppo_require_improvement",
+            "generate_prompts",
+            "max_response_tokens",
+            "sft_data_path",
+            "reward_config",
+            "ppo_config",
+            "generation_config",
+        ]
+
+
+class LoopSettingsApi(APIView):
+    """A project's loop settings: staff read them, admins change them (PATCH, any subset)."""
+
+    class InputSerializer(serializers.Serializer):
+        # Bounds are checked by loop_settings_update, which names the field.
+        auto_chain = serializers.BooleanField(required=False)
+        retrain_min_comparisons = serializers.IntegerField(required=False)
+        reward_min_accuracy = serializers.FloatField(required=False)
+        ppo_max_kl = serializers.FloatField(required=False)
+        ppo_require_improvement = serializers.BooleanField(required=False)
+        generate_prompts = serializers.IntegerField(required=False)
+        max_response_tokens = serializers.IntegerField(required=False)
+        sft_data_path = serializers.CharField(required=False, allow_blank=True, max_length=1000)
+        reward_config = serializers.JSONField(required=False)
+        ppo_config = serializers.JSONField(required=False)
+        generation_config = serializers.JSONField(required=False)
+
+    def get_permissions(self) -> list[Any]:
+        return [IsAdmin()] if self.request.method == "PATCH" else [IsStaff()]
+
+    @extend_schema(responses=LoopSettingsOutput)
+    def get(self, request: Request, project_id: int) -> Response:
+        loop = loop_settings_get(project=project_get(project_id=project_id))
+        return Response(LoopSettingsOutput(loop).data)
+
+    @extend_schema(request=InputSerializer, responses=LoopSettingsOutput)
+    def patch(self, request: Request, project_id: int) -> Response:
+        unknown = sorted(set(request.data) - set(self.InputSerializer().fields))
+        if unknown:
+            raise ApplicationError(f"{unknown[0]}: unknown loop setting.", code="invalid")
+        serializer = self.InputSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        loop = loop_settings_update(project=project_get(project_id=project_id), **serializer.validated_data)
+        return Response(LoopSettingsOutput(loop).data)

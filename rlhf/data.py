@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 from annotation.models import Comparison, Project, Prompt, Response
 from labelers.models import LabelerQuality
+from rlhf.models import LoopSettings
 from rlhf.training.rows import ComparisonRow, PromptRow
 
 HOLDOUT_BUCKETS = 10  # without val/test prompts, one prompt in ten (by a stable hash) is held out
@@ -107,3 +110,75 @@ def training_prompts(*, project: Project, held_out: bool = False, limit: int | N
     has_val = any(p.split in ("val", "test") for p in prompts)
     chosen = [p for p in prompts if _held_out(p.pk, p.split, has_val) == held_out]
     return chosen[:limit] if limit else chosen
+
+
+SFT_ROW_SHAPES = '{"prompt", "completion"}, {"prompt", "response"} or {"messages": [...]}'
+
+
+def sft_rows_from_jsonl(path: str) -> list[dict[str, Any]]:
+    """The rows of an SFT JSONL file as {"prompt": text | messages, "response": text}; a
+    ValueError names the line that is wrong (or says the file is missing or empty)."""
+    file = Path(path)
+    if not file.is_absolute():
+        raise ValueError(f"give an absolute path on the server, got '{path}'")
+    if not file.is_file():
+        raise ValueError(f"no file at '{path}'")
+    rows = []
+    with file.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"line {number}: not UTF-8 text") from None
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"line {number}: not valid JSON ({exc.msg})") from None
+            rows.append(_sft_row(item, number))
+    if not rows:
+        raise ValueError(f"'{path}' has no rows; each line is one of {SFT_ROW_SHAPES}")
+    return rows
+
+
+def _sft_row(item: Any, number: int) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise ValueError(f"line {number}: expected a JSON object, one of {SFT_ROW_SHAPES}")
+    if "messages" in item:
+        messages = item["messages"]
+        well_formed = isinstance(messages, list) and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
+        )
+        if not well_formed or len(messages) < 2 or messages[-1]["role"] != "assistant":
+            raise ValueError(
+                f'line {number}: messages must be a list of {{"role", "content"}} objects, a prompt turn '
+                "and then the assistant's answer last"
+            )
+        if not messages[-1]["content"].strip():
+            raise ValueError(f"line {number}: the assistant's answer is empty")
+        prompt: Any = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]]
+        return {"prompt": prompt, "response": messages[-1]["content"]}
+    answer_key = "completion" if "completion" in item else "response"
+    prompt, response = item.get("prompt"), item.get(answer_key)
+    if not isinstance(prompt, str) or not isinstance(response, str):
+        raise ValueError(f"line {number}: expected {SFT_ROW_SHAPES}, with text values")
+    if not prompt.strip() or not response.strip():
+        raise ValueError(f"line {number}: {'prompt' if not prompt.strip() else answer_key} is empty")
+    return {"prompt": prompt, "response": response}
+
+
+def sft_rows_for(*, project: Project) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The project's SFT rows for PPO-ptx, {"prompt", "response"} each, and a snapshot naming them.
+    Today one source: the loop setting sft_data_path (empty: no rows)."""
+    loop = LoopSettings.objects.filter(project=project).first()
+    path = loop.sft_data_path if loop is not None else ""
+    if not path:
+        return [], {"sft_rows": 0}
+    try:
+        rows = sft_rows_from_jsonl(path)
+    except ValueError as exc:
+        raise ValueError(f"sft_data_path: {exc}") from None
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+    return rows, {"sft_data_path": path, "sft_rows": len(rows), "sft_rows_sha256": digest}

@@ -72,6 +72,7 @@ class RunTrigger(models.TextChoices):
 
 
 FINISHED_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+MIN_RESPONSE_TOKENS, MAX_RESPONSE_TOKENS = 1, 4096
 
 
 class TrainingRun(models.Model):
@@ -141,6 +142,26 @@ class LoopSettings(models.Model):
     reward_config = models.JSONField(default=dict, blank=True, help_text="Overrides of the reward-model config.")
     ppo_config = models.JSONField(default=dict, blank=True, help_text="Overrides of the PPO config.")
     generation_config = models.JSONField(default=dict, blank=True, help_text="Overrides of the generation config.")
+    # One length for both: a reward model trained on 64-token answers scores 32-token rollouts badly.
+    max_response_tokens = models.PositiveIntegerField(
+        default=64,
+        help_text="Most tokens per response, in the batches labelers rank and in PPO rollouts alike (1 to 4096).",
+    )
+    sft_data_path = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text='JSONL file on the server of {"prompt", "completion"}, {"prompt", "response"} or {"messages"} rows: '
+        "the SFT data PPO-ptx mixes into each update (ptx_coef > 0).",
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(max_response_tokens__gte=MIN_RESPONSE_TOKENS)
+                & models.Q(max_response_tokens__lte=MAX_RESPONSE_TOKENS),
+                name="loopsettings_max_response_tokens_range",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"loop settings of {self.project}"

@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from annotation.models import Comparison, Project, Prompt, Response, ResponseOrigin
 from config.exceptions import ApplicationError, Conflict
 from labelers.types import AuthUser
-from rlhf.data import comparison_rows, prompt_rows, training_prompts
+from rlhf.data import comparison_rows, prompt_rows, sft_rows_for, sft_rows_from_jsonl, training_prompts
 from rlhf.models import (
+    MAX_RESPONSE_TOKENS,
+    MIN_RESPONSE_TOKENS,
     LoopSettings,
     ModelKind,
     ModelState,
@@ -30,9 +32,11 @@ from rlhf.models import (
     RunTrigger,
     TrainingRun,
 )
+from rlhf.training.checks import model_role_problem
+from rlhf.training.config import GenerationConfig, PPOConfig, RewardModelConfig
+from rlhf.training.launch import Launcher, launch_ppo, launch_reward_model
 
 
-@transaction.atomic
 def model_version_register(
     *,
     project: Project | None,
@@ -44,7 +48,8 @@ def model_version_register(
     is_reference: bool = False,
     promote: bool = False,
 ) -> ModelVersion:
-    """Register a model that exists outside the platform (an SFT checkpoint, a hub id)."""
+    """Register a model that exists outside the platform (an SFT checkpoint, a hub id). A model
+    that cannot serve its role (read from its config and tokenizer) is refused here."""
     if kind not in ModelKind.values:
         raise ApplicationError(f"kind: must be one of {', '.join(ModelKind.values)}.", code="invalid")
     if not name.strip():
@@ -55,12 +60,48 @@ def model_version_register(
         raise Conflict(f"name: a {kind} model named '{name}' already exists in this project.", code="name_taken")
     if is_reference and kind != ModelKind.POLICY:
         raise ApplicationError("is_reference: only a policy (the SFT model) can be the KL reference.", code="invalid")
-    version = ModelVersion.objects.create(
-        project=project, kind=kind, name=name, path=path, parent=parent, notes=notes, is_reference=is_reference
+    # Outside the transaction: reading a hub model's config and tokenizer may take a while.
+    problem = model_role_problem(
+        path,
+        kind,
+        needs_chat_template=project is not None and _has_chat_prompts(project),
+        trust_remote_code=_trusts_remote_code(project, kind),
     )
-    if promote:
-        version = model_version_promote(version=version)
+    if problem is not None:
+        raise ApplicationError(problem, code="invalid_model")
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                version = ModelVersion.objects.create(
+                    project=project,
+                    kind=kind,
+                    name=name,
+                    path=path,
+                    parent=parent,
+                    notes=notes,
+                    is_reference=is_reference,
+                )
+        except IntegrityError:  # registered by someone else while this model was being read
+            raise Conflict(
+                f"name: a {kind} model named '{name}' already exists in this project.", code="name_taken"
+            ) from None
+        if promote:
+            version = model_version_promote(version=version)
     return version
+
+
+def _has_chat_prompts(project: Project) -> bool:
+    return Prompt.objects.filter(project=project, messages__isnull=False).exists()
+
+
+def _trusts_remote_code(project: Project | None, kind: str) -> bool:
+    """What the runs that load this model would pass: the loop's model override for its role."""
+    loop = LoopSettings.objects.filter(project=project).first() if project is not None else None
+    if loop is None:
+        return False
+    overrides = loop.generation_config if kind == ModelKind.POLICY else loop.reward_config
+    model = overrides.get("model") if isinstance(overrides, dict) else None
+    return bool(isinstance(model, dict) and model.get("trust_remote_code") is True)
 
 
 # --- the loop: runs, promotion, rollback, the schedule ---------------------------------------------
@@ -69,6 +110,11 @@ logger = logging.getLogger(__name__)
 EVAL_SAMPLES = 4  # responses per held-out prompt when a PPO policy is compared with the promoted one
 PROGRESS_EVERY_S = 1.0  # progress reaches the database at most this often (and at the last step)
 LOG_TAIL_CHARS = 8000
+PTX_WITHOUT_SFT = (
+    "{field}: PPO-ptx (ptx_coef > 0) mixes the SFT loss into each update, and this project has no SFT rows; "
+    'set the loop setting sft_data_path to a JSONL file of {{"prompt", "response"}} rows on the server, '
+    "or set ptx_coef to 0."
+)
 
 
 class RunCancelled(Exception):
@@ -93,8 +139,6 @@ def _reference(project: Project) -> ModelVersion | None:
 
 
 def _validated_config(kind: str, base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    from rlhf.training import GenerationConfig, PPOConfig, RewardModelConfig
-
     classes: dict[str, Any] = {"generate": GenerationConfig, "reward": RewardModelConfig, "ppo": PPOConfig}
     config_class = classes[kind]
     merged = _deep_merge(base, overrides)
@@ -146,8 +190,10 @@ def training_run_start(
             "Register the SFT model first (a policy model version with is_reference=true).", code="no_reference"
         )
     assert policy is not None
+    # The project's response length is the base of both generation and PPO; a run's own config wins.
     if kind == RunKind.GENERATE:
         base = _deep_merge({"model": {"model_name_or_path": policy.path}}, loop.generation_config)
+        base["max_new_tokens"] = loop.max_response_tokens
         run_inputs = {"policy": policy}
     elif kind == RunKind.REWARD:
         # InstructGPT: the reward model starts from the SFT model's weights with a fresh scalar head.
@@ -156,9 +202,11 @@ def training_run_start(
     else:
         if reward is None:
             raise Conflict("PPO needs a promoted reward model; train and promote one first.", code="no_reward_model")
-        base = dict(loop.ppo_config)
+        base = {**loop.ppo_config, "response_length": loop.max_response_tokens}
         run_inputs = {"policy": policy, "reference": reference, "reward_model": reward}
     validated = _validated_config(kind, base, config or {})
+    if kind == RunKind.PPO and validated["ptx_coef"] > 0 and not loop.sft_data_path:
+        raise ApplicationError(PTX_WITHOUT_SFT.format(field="config.ptx_coef"), code="invalid_config")
     run = TrainingRun.objects.create(
         project=project, kind=kind, config=validated, trigger=trigger, created_by=created_by, **run_inputs
     )
@@ -283,11 +331,27 @@ def _publish(run: TrainingRun, work_dir: Path, final_dir: Path) -> None:
     os.replace(work_dir, final_dir)
 
 
+def training_launcher() -> Launcher:
+    """How this worker starts training: in its own process or as a multi-process job (settings)."""
+    return Launcher(
+        mode=settings.TRAINING_LAUNCHER,
+        num_processes=settings.TRAINING_NUM_PROCESSES,
+        accelerate_config=settings.TRAINING_ACCELERATE_CONFIG,
+        num_machines=settings.TRAINING_NUM_MACHINES,
+        machine_rank=settings.TRAINING_MACHINE_RANK,
+        main_process_ip=settings.TRAINING_MAIN_PROCESS_IP,
+        main_process_port=settings.TRAINING_MAIN_PROCESS_PORT,
+    )
+
+
 def _execute_reward(run: TrainingRun, progress: _Progress) -> None:
-    from rlhf.training import RewardModelConfig, evaluate_reward_model, train_reward_model
+    from rlhf.training import evaluate_reward_model
 
     loop = loop_settings_get(project=run.project)
-    rows, snapshot = comparison_rows(project=run.project, include_ties=bool(run.config.get("include_ties")))
+    config = RewardModelConfig.from_dict(run.config)
+    rows, snapshot = comparison_rows(
+        project=run.project, include_ties=config.include_ties, weight_by_reliability=config.weight_by_reliability
+    )
     run.data_snapshot = snapshot
     TrainingRun.objects.filter(pk=run.pk).update(data_snapshot=snapshot)
     _log(run, f"{snapshot['train_rows']} training and {snapshot['val_rows']} held-out comparisons")
@@ -295,7 +359,7 @@ def _execute_reward(run: TrainingRun, progress: _Progress) -> None:
     work, final = root / "work", root / "model"
     if work.exists():
         shutil.rmtree(work)  # a reward run restarts clean
-    result = train_reward_model(RewardModelConfig.from_dict(run.config), rows, output_dir=work, on_progress=progress)
+    result = launch_reward_model(config, rows, output_dir=work, on_progress=progress, launcher=training_launcher())
     _publish(run, Path(result.model_path), final)
     metrics = {k: v for k, v in result.metrics.items() if not isinstance(v, list)}
     held_out = [r for r in rows if r.split == "val" and not r.is_tie]
@@ -326,29 +390,39 @@ def _execute_reward(run: TrainingRun, progress: _Progress) -> None:
 
 
 def _execute_ppo(run: TrainingRun, progress: _Progress) -> None:
-    from rlhf.training import PPOConfig, run_ppo
-
     loop = loop_settings_get(project=run.project)
     prompts = training_prompts(project=run.project)
     held_out = training_prompts(project=run.project, held_out=True, limit=32)
     if not prompts:
         raise ValueError("prompts: the project has no training prompts")
-    run.data_snapshot = {"prompt_ids": [p.pk for p in prompts], "eval_prompt_ids": [p.pk for p in held_out]}
+    config = PPOConfig.from_dict(run.config)
+    sft_rows: list[dict[str, Any]] | None = None
+    sft_snapshot: dict[str, Any] = {}
+    if config.ptx_coef > 0:
+        sft_rows, sft_snapshot = sft_rows_for(project=run.project)
+        if not sft_rows:
+            raise ValueError(PTX_WITHOUT_SFT.format(field="ptx_coef"))
+    run.data_snapshot = {
+        "prompt_ids": [p.pk for p in prompts],
+        "eval_prompt_ids": [p.pk for p in held_out],
+        **sft_snapshot,
+    }
     TrainingRun.objects.filter(pk=run.pk).update(data_snapshot=run.data_snapshot)
     assert run.policy is not None and run.reference is not None and run.reward_model is not None
     root = _artifact_dir(run)
     work, final = root / "work", root / "model"
-    config = PPOConfig.from_dict(run.config)
     # Same work directory on a retry: run_ppo resumes from its checkpoint there.
-    result = run_ppo(
+    result = launch_ppo(
         config,
         prompt_rows(prompts=prompts),
         policy_path=run.policy.path,
         ref_path=run.reference.path,
         reward_path=run.reward_model.path,
         output_dir=work,
+        sft_rows=sft_rows,
         on_progress=progress,
         resume=True,
+        launcher=training_launcher(),
     )
     evaluation = policy_evaluate(
         candidate_path=result.model_path,
@@ -398,6 +472,7 @@ def policy_evaluate(
     model, tokenizer = load_reward_model(ModelConfig(model_name_or_path=reward_path, device=config.device), lora=False)
     samples: list[dict[str, Any]] = []
     per_prompt: dict[str, list[float]] = {}
+    reward_max_length = max(512, config.max_prompt_length + config.response_length + 8)
     for name, path in (("candidate", candidate_path), ("baseline", baseline_path)):
         generation = GenerationConfig(
             model=ModelConfig(model_name_or_path=path, device=config.device),
@@ -409,12 +484,15 @@ def policy_evaluate(
         )
         # Several samples per prompt: one sample each makes the comparison a coin flip on small sets.
         groups = generate_responses(generation, rows, k=EVAL_SAMPLES)
+        # Read as PPO reads its rollouts: same template choice, EOS only on responses that ended.
         texts = [
-            render_conversation(tokenizer, row.content, r.text)
+            render_conversation(
+                tokenizer, row.content, r.text, use_chat_template=config.use_chat_template, finished=r.finished
+            )
             for row, group in zip(rows, groups, strict=True)
             for r in group
         ]
-        scores = score_texts(model, tokenizer, texts)
+        scores = score_texts(model, tokenizer, texts, max_length=reward_max_length)
         means = [sum(scores[i : i + EVAL_SAMPLES]) / EVAL_SAMPLES for i in range(0, len(scores), EVAL_SAMPLES)]
         per_prompt[name] = means
         out[f"{name}_reward"] = sum(means) / len(means) if means else 0.0
@@ -582,10 +660,14 @@ LOOP_SETTING_FIELDS: dict[str, tuple[type, Any, Any]] = {
     "ppo_max_kl": (float, 0.0, None),
     "ppo_require_improvement": (bool, None, None),
     "generate_prompts": (int, 1, None),
+    "max_response_tokens": (int, MIN_RESPONSE_TOKENS, MAX_RESPONSE_TOKENS),
+    "sft_data_path": (str, None, None),
     "reward_config": (dict, None, None),
     "ppo_config": (dict, None, None),
     "generation_config": (dict, None, None),
 }
+# The response length is one loop setting, not a key of two config overrides that could disagree.
+LENGTH_KEYS = {"generation_config": "max_new_tokens", "ppo_config": "response_length"}
 
 
 @transaction.atomic
@@ -604,6 +686,19 @@ def loop_settings_update(*, project: Project, **fields: Any) -> LoopSettings:
             raise ApplicationError(f"{name}: must be at least {low}, got {value}.", code="invalid")
         if high is not None and value > high:
             raise ApplicationError(f"{name}: must be at most {high}, got {value}.", code="invalid")
+        if name == "sft_data_path":
+            value = str(value).strip()
+            if value and value != loop.sft_data_path:
+                try:
+                    sft_rows_from_jsonl(value)
+                except ValueError as exc:
+                    raise ApplicationError(f"sft_data_path: {exc}.", code="invalid") from exc
+        if name in LENGTH_KEYS and LENGTH_KEYS[name] in value:
+            raise ApplicationError(
+                f"{name}.{LENGTH_KEYS[name]}: the response length is the loop setting max_response_tokens "
+                "(one length for generation and PPO).",
+                code="invalid_config",
+            )
         setattr(loop, name, value)
     for name, run_kind in (("reward_config", "reward"), ("ppo_config", "ppo"), ("generation_config", "generate")):
         if name in fields:
@@ -612,5 +707,8 @@ def loop_settings_update(*, project: Project, **fields: Any) -> LoopSettings:
                 _validated_config(run_kind, base, fields[name])
             except ApplicationError as exc:
                 raise ApplicationError(f"{name}.{exc.message.removeprefix('config.')}", code="invalid_config") from exc
+    ptx = (loop.ppo_config or {}).get("ptx_coef", 0)
+    if ("ppo_config" in fields or "sft_data_path" in fields) and ptx > 0 and not loop.sft_data_path:
+        raise ApplicationError(PTX_WITHOUT_SFT.format(field="ppo_config.ptx_coef"), code="invalid_config")
     loop.save()
     return loop

@@ -10,6 +10,7 @@ urlpatterns = [
         "model-versions/<int:version_id>/promote/", api.ModelVersionPromoteApi.as_view(), name="model-version-promote"
     ),
     path("projects/<int:project_id>/runs/", api.TrainingRunListCreateApi.as_view(), name="run-list"),
+    path("projects/<int:project_id>/loop-settings/", api.LoopSettingsApi.as_view(), name="loop-settings"),
     path("projects/<int:project_id>/rollback/", api.ModelVersionRollbackApi.as_view(), name="model-rollback"),
     path("runs/<int:run_id>/", api.TrainingRunDetailApi.as_view(), name="run-detail"),
     path("runs/<int:run_id>/cancel/", api.TrainingRunCancelApi.as_view(), name="run-cancel"),

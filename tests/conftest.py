@@ -59,3 +59,17 @@ def postgres_only():
     from django.db import connection
 
     return pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL (set DATABASE_URL)")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, str]:
+    """A tiny policy and reward model built offline once per session (seconds): paths that model
+    registration accepts, for tests about something else."""
+    from rlhf.training.tiny import build_tiny_policy, build_tiny_reward_model, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "policy": build_tiny_policy(root / "policy", tokenizer=tokenizer),
+        "reward": build_tiny_reward_model(root / "reward", tokenizer=tokenizer),
+    }

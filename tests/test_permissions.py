@@ -66,7 +66,7 @@ MATRIX = [
     (
         "post",
         "/api/v1/model-versions/",
-        {"kind": "policy", "name": "sft", "path": "/m"},
+        "model",
         {ANON: 401, LABELER: 403, ADMIN: 201, ML: 201},
     ),
     ("get", "/api/v1/projects/{p}/agreement/", None, {ANON: 401, LABELER: 403, ADMIN: 200, ML: 200}),
@@ -95,7 +95,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("method", "path", "body", "role", "status"), CASES)
-def test_permission_matrix(world, client_for, method, path, body, role, status):
+def test_permission_matrix(world, client_for, request, method, path, body, role, status):
     url = path.format(p=world["p"], a=world["a"].pk, s=world["a"].response_set_id, labeler=world["users"][LABELER].pk)
     client = client_for(world["users"][role])
     kwargs: dict = {}
@@ -104,6 +104,9 @@ def test_permission_matrix(world, client_for, method, path, body, role, status):
         kwargs = {"data": {"file": upload}, "format": "multipart"}
     elif body == "gold":
         kwargs = {"data": {"ranks": _ranks(world)}, "format": "json"}
+    elif body == "model":  # registration reads the model: it must be a real one
+        policy = request.getfixturevalue("tiny_models")["policy"]
+        kwargs = {"data": {"kind": "policy", "name": "sft", "path": policy}, "format": "json"}
     elif body == "ranks":
         kwargs = {"data": {"idempotency_key": "perm", "ranks": _ranks(world)}, "format": "json"}
     elif body is not None:

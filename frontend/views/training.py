@@ -257,7 +257,13 @@ def loop_settings_update(request: HttpRequest, project_id: int) -> HttpResponse:
     form = _settings_form(loop, request.POST)
     saved = form.is_valid()
     if saved:
-        loop = services.loop_settings_update(project=project, **form.cleaned_data)
+        try:
+            loop = services.loop_settings_update(project=project, **form.cleaned_data)
+        except ApplicationError as exc:
+            # "sft_data_path: line 3: ..." belongs next to its field; the rest above the form.
+            field = exc.message.split(":", 1)[0]
+            form.add_error(field if field in form.fields else None, exc.message)
+            saved = False
     notice = "Loop settings saved." if saved else ""
     if is_htmx(request):
         context = {
@@ -486,6 +492,8 @@ def _figures(version: ModelVersion) -> list[tuple[str, str]]:
             ("Human agreement", _percent(metrics.get("reward/human_agreement"))),
             ("Mean margin", _number(metrics.get("reward/mean_margin"))),
             ("Held-out pairs", str(metrics.get("reward/eval_pairs", "—"))),
+            ("Reward offset (subtracted)", _number(metrics.get("reward/offset"), 4)),
+            ("Reward scale (divided by)", _number(metrics.get("reward/scale"), 4)),
             ("Evaluation passed", _passed(evaluation.get("passed"))),
         ]
     return [

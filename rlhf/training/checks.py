@@ -27,6 +27,15 @@ def model_role_problem(
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:
         return f"path: no tokenizer could be read at '{path}' ({_reason(path, exc, 'tokenizer files')})"
+    # transformers builds an empty tokenizer from a bare config.json rather than failing.
+    if len(tokenizer.get_vocab()) <= len(tokenizer.all_special_tokens):
+        return f"path: no tokenizer could be read at '{path}' (no tokenizer vocabulary there)"
+    vocab_size = getattr(config.get_text_config(), "vocab_size", None)
+    if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:
+        return (
+            f"path: the tokenizer at '{path}' has {len(tokenizer)} tokens but the model's vocabulary holds "
+            f"{vocab_size} (config vocab_size): they do not belong together."
+        )
     model_type = getattr(config, "model_type", "") or "unknown"
     architectures = list(getattr(config, "architectures", None) or [])
     if kind == "policy":

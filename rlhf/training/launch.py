@@ -179,7 +179,8 @@ def launch_env(launcher: Launcher, base: dict[str, str] | None = None) -> dict[s
     if "OMP_NUM_THREADS" not in env:
         # torchrun would set 1 (and warn); on CPU each rank gets its share of the cores instead.
         per_machine = launcher.num_processes // launcher.num_machines
-        env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // per_machine))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        env["OMP_NUM_THREADS"] = str(max(1, cores // per_machine))
     return env
 
 
@@ -384,7 +385,7 @@ def run_and_follow(
                 return process.returncode
             time.sleep(poll_s)
     except BaseException:
-        stop_process_group(process)
+        stop_process_group(process, TERMINATE_GRACE_S)
         raise
 
 
@@ -412,7 +413,7 @@ class _ProgressFollower:
                 self.on_progress(int(record["step"]), int(record["total"]), record["metrics"])
 
 
-def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = TERMINATE_GRACE_S) -> None:
+def stop_process_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
     """SIGTERM the process group (torchrun / accelerate stop their ranks), SIGKILL what is left."""
     if process.poll() is not None:
         return

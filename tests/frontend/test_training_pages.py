@@ -39,12 +39,14 @@ SAMPLES = [
 
 
 @pytest.fixture
-def loop(tmp_path):
+def loop(tmp_path, tiny_models):
     project = ProjectFactory(name="Loop")
     sft = model_version_register(
-        project=project, kind=ModelKind.POLICY, name="sft", path=str(tmp_path), is_reference=True, promote=True
+        project=project, kind=ModelKind.POLICY, name="sft", path=tiny_models["policy"], is_reference=True, promote=True
     )
-    rm1 = model_version_register(project=project, kind=ModelKind.REWARD, name="rm-1", path=str(tmp_path), promote=True)
+    rm1 = model_version_register(
+        project=project, kind=ModelKind.REWARD, name="rm-1", path=tiny_models["reward"], promote=True
+    )
     now = timezone.now()
     reward_run = TrainingRun.objects.create(
         project=project,
@@ -280,7 +282,7 @@ def test_start_shows_the_409_message_when_a_run_is_active(loop, admin_user):
     assert TrainingRun.objects.count() == 3
 
 
-def test_start_shows_other_refusals_inline(loop, admin_user, tmp_path):
+def test_start_shows_other_refusals_inline(loop, admin_user, tiny_models):
     client = _client(admin_user)
     url = f"/manage/projects/{loop.pk}/training/start/"
     with mock.patch("rlhf.services._enqueue") as enqueue:
@@ -293,7 +295,12 @@ def test_start_shows_other_refusals_inline(loop, admin_user, tmp_path):
         )
         other = ProjectFactory(name="Empty")
         model_version_register(
-            project=other, kind=ModelKind.POLICY, name="sft", path=str(tmp_path), is_reference=True, promote=True
+            project=other,
+            kind=ModelKind.POLICY,
+            name="sft",
+            path=tiny_models["policy"],
+            is_reference=True,
+            promote=True,
         )
         response = _htmx(client, f"/manage/projects/{other.pk}/training/start/", {"kind": "ppo"})
         assert "PPO needs a promoted reward model; train and promote one first." in response.content.decode()
@@ -333,6 +340,8 @@ def test_loop_settings_for_admins_only(loop, admin_user, ml_engineer):
         "reward_min_accuracy": "0.6",
         "ppo_max_kl": "4.5",
         "generate_prompts": "32",
+        "max_response_tokens": "48",
+        "sft_data_path": "",
     }
     engineer_page = _client(ml_engineer).get(f"/manage/projects/{loop.pk}/training/").content.decode()
     assert "Admins change these." in engineer_page
@@ -349,7 +358,9 @@ def test_loop_settings_for_admins_only(loop, admin_user, ml_engineer):
         settings_row.reward_min_accuracy,
         settings_row.ppo_max_kl,
         settings_row.generate_prompts,
-    ) == (False, 120, 0.6, 4.5, 32)
+        settings_row.max_response_tokens,
+        settings_row.sft_data_path,
+    ) == (False, 120, 0.6, 4.5, 32, 48, "")
 
     response = client.post(url, {**data, "reward_min_accuracy": "1.5", "generate_prompts": "0"})
     assert response.status_code == 400
@@ -533,7 +544,7 @@ def test_compare_two_ppo_outputs_scored_by_one_reward_model(loop, admin_user, tm
     assert "2+2? 4 0.600 5 0.200" in _text(response.content.decode())
 
 
-def test_compare_reward_models_and_bad_input(loop, ml_engineer, tmp_path):
+def test_compare_reward_models_and_bad_input(loop, ml_engineer, tiny_models):
     client = _client(ml_engineer)
     a, b = loop.models["reward_out"], loop.models["rm1"]
     response = client.get(f"/manage/projects/{loop.pk}/compare/?a={a.pk}&b={b.pk}")
@@ -552,7 +563,7 @@ def test_compare_reward_models_and_bad_input(loop, ml_engineer, tmp_path):
     assert "a: expected a model version id, got 'x'." in _text(response.content.decode())
 
     elsewhere = ProjectFactory(name="Elsewhere")
-    foreign = model_version_register(project=elsewhere, kind=ModelKind.POLICY, name="other", path=str(tmp_path))
+    foreign = model_version_register(project=elsewhere, kind=ModelKind.POLICY, name="other", path=tiny_models["policy"])
     response = client.get(f"/manage/projects/{loop.pk}/compare/?a={foreign.pk}&b={b.pk}")
     assert response.status_code == 404
     assert f"a: model version {foreign.pk} not found in project 'Loop'." in _text(response.content.decode())

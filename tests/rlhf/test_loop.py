@@ -34,12 +34,12 @@ TINY_PPO = {
     "batch_size": 8,
     "mini_batch_size": 4,
     "num_ppo_epochs": 1,
-    "response_length": 12,
     "learning_rate": 1e-4,
     "device": "cpu",
 }
 TINY_REWARD = {"learning_rate": 1e-3, "num_epochs": 2.0, "max_length": 128, "model": {"device": "cpu"}}
-TINY_GENERATION = {"max_new_tokens": 12, "model": {"device": "cpu"}}
+TINY_GENERATION = {"model": {"device": "cpu"}}
+TINY_LENGTH = 12  # LoopSettings.max_response_tokens: generation and PPO alike
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,7 @@ def _project_with_rankings(sft_path: str, *, n_prompts: int = 12):
         ppo_max_kl=1000.0,
         ppo_require_improvement=False,
         generate_prompts=4,
+        max_response_tokens=TINY_LENGTH,
         reward_config=TINY_REWARD,
         ppo_config=TINY_PPO,
         generation_config=TINY_GENERATION,
@@ -196,6 +197,8 @@ def test_the_whole_chain_with_a_real_worker(sft_path, tmp_path, settings):
     assert runs["ppo"].reward_model_id == reward_model.pk and runs["ppo"].reference_id == sft.pk
     assert policy.run_id == runs["ppo"].pk and policy.parent_id == sft.pk
     assert runs["ppo"].trigger == "chain" and runs["generate"].trigger == "chain"
+    assert (runs["ppo"].config["response_length"], runs["generate"].config["max_new_tokens"]) == (12, 12)
+    assert {"reward/offset", "reward/scale"} <= set(reward_model.metrics)
     assert runs["generate"].policy_id == policy.pk
     project.refresh_from_db()
     assert project.current_policy_id == policy.pk
@@ -239,12 +242,13 @@ def test_a_killed_worker_leaves_the_run_failed_and_nothing_promoted(sft_path, tm
 
 
 @pytest.mark.django_db
-def test_rollback_restores_the_previous_policy_for_generation(tmp_path):
+def test_rollback_restores_the_previous_policy_for_generation(tiny_models):
     project = ProjectFactory(k=2)
+    policy = tiny_models["policy"]
     sft = model_version_register(
-        project=project, kind="policy", name="sft", path=str(tmp_path), is_reference=True, promote=True
+        project=project, kind="policy", name="sft", path=policy, is_reference=True, promote=True
     )
-    v2 = model_version_register(project=project, kind="policy", name="ppo-1", path=str(tmp_path), parent=sft)
+    v2 = model_version_register(project=project, kind="policy", name="ppo-1", path=policy, parent=sft)
     model_version_promote(version=v2)
     assert training_run_start(project=project, kind="generate").policy_id == v2.pk
     TrainingRun.objects.all().delete()
@@ -276,10 +280,10 @@ def test_loop_settings_update_names_the_bad_field():
 
 
 @pytest.mark.django_db
-def test_bad_run_config_is_a_400_naming_the_field(client_for, ml_engineer, tmp_path):
+def test_bad_run_config_is_a_400_naming_the_field(client_for, ml_engineer, tiny_models):
     project = ProjectFactory()
     model_version_register(
-        project=project, kind="policy", name="sft", path=str(tmp_path), is_reference=True, promote=True
+        project=project, kind="policy", name="sft", path=tiny_models["policy"], is_reference=True, promote=True
     )
     response = client_for(ml_engineer).post(
         f"/api/v1/projects/{project.pk}/runs/", {"kind": "generate", "config": {"temperature": 0}}, format="json"

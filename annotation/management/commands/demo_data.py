@@ -79,6 +79,8 @@ class Command(BaseCommand):
                 # The demo shows a whole round on a laptop; the evaluation is still recorded on the run.
                 "ppo_require_improvement": False,
                 "generate_prompts": 8,
+                # One length for the answers labelers rank and the PPO rollouts.
+                "max_response_tokens": 48,
                 "reward_config": {
                     "learning_rate": 5e-4,
                     "num_epochs": 2.0,
@@ -90,12 +92,10 @@ class Command(BaseCommand):
                     "batch_size": 16,
                     "mini_batch_size": 8,
                     "num_ppo_epochs": 2,
-                    "response_length": 32,
                     "learning_rate": 5e-5,
                     "device": "cpu",
                 },
                 "generation_config": {
-                    "max_new_tokens": 48,
                     "temperature": 0.9,
                     "top_p": 0.9,
                     "model": {"device": "cpu"},
