@@ -17,6 +17,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    TrainerCallback,
 )
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 
@@ -34,7 +35,10 @@ def main() -> None:
     dataset = Dataset.from_dict({"input_ids": [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]})
     config = PPOConfig(
         output_dir=spec["output_dir"],
-        per_device_train_batch_size=spec["mini_batch_size"],
+        # trl 1.12's rollout batch is per_device_train_batch_size * gradient_accumulation_steps, split
+        # into num_mini_batches, with an optimizer step per micro-batch: a per-device batch of the whole
+        # rollout gives our rollouts per step and one optimizer step per minibatch.
+        per_device_train_batch_size=spec["batch_size"],
         gradient_accumulation_steps=1,
         num_mini_batches=spec["batch_size"] // spec["mini_batch_size"],
         local_rollout_forward_batch_size=spec["batch_size"],
@@ -70,6 +74,32 @@ def main() -> None:
         value_model=value,
         train_dataset=dataset,
     )
+    # Count the work trl does: optimizer steps, generate calls and sequences sampled.
+    work = {"optimizer_steps": 0, "generate_calls": 0, "rollouts": 0}
+    inner = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # under accelerate's wrapper
+    inner.register_step_post_hook(lambda *_: work.__setitem__("optimizer_steps", work["optimizer_steps"] + 1))
+    generate = policy.generate
+
+    def counted_generate(*args, **kwargs):
+        out = generate(*args, **kwargs)
+        work["generate_calls"] += 1
+        work["rollouts"] += out.sequences.shape[0] if hasattr(out, "sequences") else out.shape[0]
+        return out
+
+    policy.generate = counted_generate
+
+    class StepClock(TrainerCallback):
+        """Time from the start of training to the end of the last PPO step (the loop alone)."""
+
+        begin = end = 0.0
+
+        def on_train_begin(self, *args, **kwargs):
+            StepClock.begin = time.perf_counter()
+
+        def on_step_end(self, *args, **kwargs):
+            StepClock.end = time.perf_counter()
+
+    trainer.add_callback(StepClock())
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
@@ -80,9 +110,12 @@ def main() -> None:
             {
                 "trl": trl.__version__,
                 "seconds": seconds,
+                "loop_seconds": StepClock.end - StepClock.begin,
                 "episodes": logs[-1]["episode"] if logs else n,
                 "reward": [h["objective/scores"] for h in logs],
                 "kl": [h["objective/kl"] for h in logs],
+                "ppo_steps": len(logs),
+                **work,
             }
         )
     )

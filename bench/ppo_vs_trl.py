@@ -2,10 +2,13 @@
 
 Same SFT policy, reward model (also the value model's initial weights), prompts and PPO
 settings. trl 1.12.0 (the last release with PPOTrainer) is installed into a separate
-virtualenv that reuses this one's other packages. Prints episodes/s for both, their ratio
-(target >= 1.0) and the reward and KL curves side by side.
+virtualenv that reuses this one's other packages. Both sides do the same work, counted and
+printed (episodes, PPO steps, sequences sampled, optimizer steps, generate calls; the run stops
+if they differ); runs alternate trl / ours in pairs since the machine's speed drifts. Prints
+episodes/s over the PPO loop for both, each pair's ratio (target >= 1.0) and the reward and KL
+curves side by side.
 
-  python bench/ppo_vs_trl.py [--device cpu|cuda] [--gpt2-size tiny|small] [--steps 8]
+  python bench/ppo_vs_trl.py [--device cpu|cuda] [--gpt2-size tiny|small] [--steps 8] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +59,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="PPO steps (rollouts)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--response-length", type=int, default=16)
+    parser.add_argument("--engine", default="hf_fast", choices=["hf", "hf_fast"], help="our rollout engine")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating trl/ours pairs")
     parser.add_argument("--venv", default=str(ROOT / "bench" / ".venv-trl112"))
     args = parser.parse_args()
 
@@ -91,7 +95,10 @@ def main() -> None:
 
     train_reward_model(
         RewardModelConfig(
-            model=ModelConfig(model_name_or_path=policy, device=args.device), learning_rate=1e-3, max_pairs_per_batch=16
+            model=ModelConfig(model_name_or_path=policy, device=args.device),
+            learning_rate=1e-3,
+            max_pairs_per_batch=16,
+            normalize_rewards=False,  # trl reads the raw head: both sides then optimise the same reward
         ),
         rows,
         output_dir=reward,
@@ -108,6 +115,7 @@ def main() -> None:
         kl_coef=0.05,
         missing_eos_penalty=1.0,
         value_model="reward",
+        rollout_engine=args.engine,
         device=args.device,
         seed=1,
     )
@@ -132,49 +140,80 @@ def main() -> None:
     spec_path = work / "spec.json"
     spec_path.write_text(json.dumps(spec))
 
-    # trl 1.12 in its own process (its own virtualenv).
-    proc = subprocess.run(
-        [str(python112), str(ROOT / "bench" / "_trl112_ppo_runner.py"), "--spec", str(spec_path)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": ""},
-    )
-    if proc.returncode != 0:
-        print(proc.stderr[-4000:])
-        raise SystemExit("trl 1.12 PPOTrainer run failed")
-    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+    def run_trl() -> dict:
+        # trl 1.12 in its own process (its own virtualenv).
+        proc = subprocess.run(
+            [str(python112), str(ROOT / "bench" / "_trl112_ppo_runner.py"), "--spec", str(spec_path)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": ""},
+        )
+        if proc.returncode != 0:
+            print(proc.stderr[-4000:])
+            raise SystemExit("trl 1.12 PPOTrainer run failed")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    # Ours, same settings, timed over the training loop like trainer.train().
-    history: list[dict] = []
-    start = time.perf_counter()
-    run_ppo(
-        config,
-        prompts,
-        policy_path=policy,
-        ref_path=policy,
-        reward_path=reward,
-        output_dir=work / "ours",
-        on_progress=lambda s, t, m: history.append(m),
-    )
-    ours_total = time.perf_counter() - start
-    ours_loop = sum(config.batch_size / m["ppo/episodes_per_s"] for m in history)
+    def run_ours(index: int) -> dict:
+        # Same settings; timed over the PPO steps alone, as trl's side is.
+        history: list[dict] = []
+        run_ppo(
+            config,
+            prompts,
+            policy_path=policy,
+            ref_path=policy,
+            reward_path=reward,
+            output_dir=work / f"ours-{index}",
+            on_progress=lambda s, t, m: history.append(m),
+        )
+        last = history[-1]
+        return {
+            "loop_seconds": sum(config.batch_size / m["ppo/episodes_per_s"] for m in history),
+            "episodes": int(last["ppo/episode"]),
+            "ppo_steps": len(history),
+            "rollouts": int(last["ppo/rollouts"]),
+            "optimizer_steps": int(last["ppo/optimizer_steps"]),
+            "generate_calls": int(last["ppo/generate_calls"]),
+            "reward": [m["ppo/score"] for m in history],
+            "kl": [m["ppo/kl"] for m in history],
+        }
 
-    ours_eps = config.total_episodes / ours_loop
-    theirs_eps = theirs["episodes"] / theirs["seconds"]
     print(
-        f"setup: gpt2-size={args.gpt2_size} {size} device={args.device} "
-        f"steps={args.steps} batch={args.batch_size} response_length={args.response_length} "
-        f"ppo_epochs=4 minibatches=2 (trl {theirs['trl']} in {args.venv})"
+        f"setup: gpt2-size={args.gpt2_size} {size} device={args.device} steps={args.steps} "
+        f"batch={args.batch_size} minibatch={config.mini_batch_size} ppo_epochs={config.num_ppo_epochs} "
+        f"response_length={args.response_length} engine={config.rollout_engine} (trl 1.12 in {args.venv})"
     )
-    print(f"ours   : {ours_eps:8.1f} episodes/s  ({ours_loop:.2f} s loop, {ours_total:.2f} s with loading)")
-    print(f"trl112 : {theirs_eps:8.1f} episodes/s  ({theirs['seconds']:.2f} s trainer.train())")
-    print(f"ratio ours/trl112 episodes/s: {ours_eps / theirs_eps:.2f}  (target >= 1.0)")
-    print(f"{'step':>4} | {'ours reward':>11} {'ours kl':>8} | {'trl reward':>10} {'trl kl':>8}")
-    for i in range(max(len(history), len(theirs["reward"]))):
-        o = history[i] if i < len(history) else None
-        ours_cols = f"{o['ppo/score']:11.3f} {o['ppo/kl']:8.3f}" if o else f"{'':11} {'':8}"
+    work_keys = ("episodes", "ppo_steps", "rollouts", "optimizer_steps", "generate_calls")
+    print(f"{'run':>3} {'side':>6} | {'episodes/s':>10} {'loop s':>7} | " + " ".join(f"{k:>15}" for k in work_keys))
+    ratios: list[float] = []
+    ours = theirs = {}
+    for i in range(args.repeats):  # alternate the two sides: the machine's speed drifts
+        pair = {}
+        for side in ("trl112", "ours") if i % 2 == 0 else ("ours", "trl112"):
+            pair[side] = run_trl() if side == "trl112" else run_ours(i)
+        ours, theirs = pair["ours"], pair["trl112"]
+        for side in ("ours", "trl112"):
+            r = pair[side]
+            eps = r["episodes"] / r["loop_seconds"]
+            print(
+                f"{i + 1:>3} {side:>6} | {eps:10.2f} {r['loop_seconds']:7.2f} | "
+                + " ".join(f"{r[k]:>15}" for k in work_keys)
+            )
+        unequal = [k for k in work_keys if ours[k] != theirs[k]]
+        if unequal:
+            raise SystemExit(f"unequal work ({', '.join(unequal)}): the comparison would not be fair")
+        ratio = (ours["episodes"] / ours["loop_seconds"]) / (theirs["episodes"] / theirs["loop_seconds"])
+        ratios.append(ratio)
+        print(f"    pair {i + 1}: ours/trl112 episodes/s = {ratio:.2f}")
+    ratios.sort()
+    print(
+        f"ratio ours/trl112 episodes/s, equal work: median {ratios[len(ratios) // 2]:.2f} "
+        f"(pairs: {', '.join(f'{r:.2f}' for r in ratios)}; target >= 1.0)"
+    )
+    print(f"{'step':>4} | {'ours reward':>11} {'ours kl':>8} | {'trl reward':>10} {'trl kl':>8}  (last pair)")
+    for i in range(max(len(ours["reward"]), len(theirs["reward"]))):
+        o = f"{ours['reward'][i]:11.3f} {ours['kl'][i]:8.3f}" if i < len(ours["reward"]) else f"{'':11} {'':8}"
         t = f"{theirs['reward'][i]:10.3f} {theirs['kl'][i]:8.3f}" if i < len(theirs["reward"]) else ""
-        print(f"{i + 1:>4} | {ours_cols} | {t}")
+        print(f"{i + 1:>4} | {o} | {t}")
 
 
 if __name__ == "__main__":

@@ -212,14 +212,30 @@ def _apply_lora(model: PreTrainedModel, config: ModelConfig, task_type: str) -> 
         target_modules=list(config.lora_target_modules) or None,
         task_type=task_type,
     )
-    return get_peft_model(model, lora)
+    return upcast_trainable(get_peft_model(model, lora))
 
 
-def weights_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
-    """float32 under mixed precision (master weights), else the configured dtype."""
-    if config.mixed_precision != "no":
-        return torch.float32
-    return resolve_dtype(config.dtype, device)
+HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def weights_dtype(mixed_precision: str, dtype: str, device: torch.device, *, lora: bool = False) -> torch.dtype:
+    """The dtype a trained model is loaded in.
+
+    Under mixed precision the trained weights are float32 master weights, except a LoRA base: it is
+    frozen, so it is held in the half type (the adapters and heads are float32, see upcast_trainable).
+    Without mixed precision, the configured dtype.
+    """
+    if mixed_precision != "no":
+        return HALF_DTYPES[mixed_precision] if lora else torch.float32
+    return resolve_dtype(dtype, device)
+
+
+def upcast_trainable(model: Any) -> Any:
+    """Make every trainable parameter float32 (LoRA adapters, a saved head over a half-precision base)."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    return model
 
 
 def enable_gradient_checkpointing(model: Any) -> None:
@@ -236,7 +252,7 @@ def load_policy(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokeniz
     device = resolve_device(config.device)
     model: Any = AutoModelForCausalLM.from_pretrained(
         config.model_name_or_path,
-        dtype=weights_dtype(config, device),
+        dtype=weights_dtype(config.mixed_precision, config.dtype, device, lora=config.lora_r > 0),
         trust_remote_code=config.trust_remote_code,
     )
     model = model.to(device)
@@ -259,7 +275,7 @@ def load_reward_model(config: ModelConfig, *, lora: bool = True) -> tuple[PreTra
     model: Any = AutoModelForSequenceClassification.from_pretrained(
         config.model_name_or_path,
         num_labels=1,
-        dtype=weights_dtype(config, device),
+        dtype=weights_dtype(config.mixed_precision, config.dtype, device, lora=lora and config.lora_r > 0),
         trust_remote_code=config.trust_remote_code,
     ).to(device)
     # The model's own pooling needs a pad id; rewards are read by reward_scores, not by it.

@@ -58,6 +58,7 @@ from rlhf.training.losses import (
     value_loss,
 )
 from rlhf.training.models import (
+    HALF_DTYPES,
     check_same_tokenizer,
     check_tokenizer_matches,
     enable_gradient_checkpointing,
@@ -74,6 +75,8 @@ from rlhf.training.models import (
     right_pad,
     scalar_head_outputs,
     sft_batch,
+    upcast_trainable,
+    weights_dtype,
 )
 from rlhf.training.rollout import Rollout, RolloutEngine, SamplingSettings, build_engine, stop_mask
 from rlhf.training.rows import PPOResult, ProgressCallback, PromptRow
@@ -245,10 +248,11 @@ def ppo_setup(
 ) -> PPOSetup:
     """Load and place the models, wrap them for mixed precision / several processes, build the engine."""
     device = resolve_device(config.device)
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision)
-    # Trained weights stay float32 under mixed precision; frozen models are held in the half type.
-    train_dtype = torch.float32 if half else resolve_dtype(config.dtype, device)
-    frozen_dtype = half or train_dtype
+    lora = config.lora_r > 0
+    # Trained weights stay float32 under mixed precision (a LoRA base, frozen, is held in the half
+    # type); frozen models are held in the half type.
+    train_dtype = weights_dtype(config.mixed_precision, config.dtype, device, lora=lora)
+    frozen_dtype = HALF_DTYPES.get(config.mixed_precision) or resolve_dtype(config.dtype, device)
     # accelerate keeps one process-wide state; a worker that ran another precision before resets it.
     AcceleratorState._reset_state()
     accelerator = Accelerator(
@@ -262,7 +266,6 @@ def ppo_setup(
     policy: Any = AutoModelForCausalLM.from_pretrained(policy_path, dtype=train_dtype)
     check_tokenizer_matches(policy, tokenizer, field="policy_path")
     check_same_tokenizer(tokenizer, load_tokenizer(ref_path), field="ref_path")
-    lora = config.lora_r > 0
     # With LoRA on a policy that is the reference, the reference is the base model under the adapter.
     share_reference = lora and Path(ref_path).resolve() == Path(policy_path).resolve()
     ref_policy = None
@@ -348,7 +351,9 @@ def ppo_setup(
 def _lora(model: Any, config: PPOConfig, task_type: str) -> Any:
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, task_type=task_type))
+    return upcast_trainable(
+        get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, task_type=task_type))
+    )
 
 
 # ----------------------------------------------------------------------------- one PPO step

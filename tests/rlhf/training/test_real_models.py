@@ -315,6 +315,29 @@ def test_lora_ppo_shares_the_base_as_reference_and_gives_the_critic_an_adapter(s
     assert changed > 0
 
 
+def _dtypes(model: torch.nn.Module) -> tuple[set[torch.dtype], set[torch.dtype]]:
+    """(dtypes of the frozen parameters, dtypes of the trained ones)."""
+    params = list(model.parameters())
+    return {p.dtype for p in params if not p.requires_grad}, {p.dtype for p in params if p.requires_grad}
+
+
+def test_lora_under_mixed_precision_holds_a_half_base_and_float32_adapters(sft_policy):
+    # A LoRA base is frozen: it is held in bf16 (2 bytes/param); adapters and heads train in float32.
+    rm, _ = load_reward_model(
+        ModelConfig(model_name_or_path=sft_policy, device="cpu", lora_r=4, mixed_precision="bf16")
+    )
+    assert _dtypes(rm) == ({torch.bfloat16}, {torch.float32})
+    config = _ppo_config(lora_r=4, value_model="reward", mixed_precision="bf16")
+    setup = ppo_setup(config, policy_path=sft_policy, ref_path=sft_policy, reward_path=sft_policy)
+    assert _dtypes(setup.policy) == ({torch.bfloat16}, {torch.float32})
+    assert _dtypes(setup.value_model) == ({torch.bfloat16}, {torch.float32})
+    assert setup.reward_model is not None and _dtypes(setup.reward_model) == ({torch.bfloat16}, set())
+    before = {n: p.detach().clone() for n, p in setup.policy.named_parameters() if p.requires_grad}
+    ppo_update(setup, ppo_score(setup, ppo_rollout(setup, PROMPTS[:8], _queries(setup))), [])
+    after = dict(setup.policy.named_parameters())
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+
+
 @pytest.mark.parametrize("engine", ["hf_fast"])
 def test_resume_gives_the_parameters_of_an_uninterrupted_run(sft_policy, tmp_path, engine):
     config = _ppo_config(total_episodes=8 * 3, save_every=1, adaptive_kl=True, rollout_engine=engine)
