@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -204,10 +205,9 @@ def main() -> None:
         ratio = (ours["episodes"] / ours["loop_seconds"]) / (theirs["episodes"] / theirs["loop_seconds"])
         ratios.append(ratio)
         print(f"    pair {i + 1}: ours/trl112 episodes/s = {ratio:.2f}")
-    ratios.sort()
     print(
-        f"ratio ours/trl112 episodes/s, equal work: median {ratios[len(ratios) // 2]:.2f} "
-        f"(pairs: {', '.join(f'{r:.2f}' for r in ratios)}; target >= 1.0)"
+        f"ratio ours/trl112 episodes/s, equal work: median {statistics.median(ratios):.2f} "
+        f"(pairs in order: {', '.join(f'{r:.2f}' for r in ratios)}; target >= 1.0)"
     )
     print(f"{'step':>4} | {'ours reward':>11} {'ours kl':>8} | {'trl reward':>10} {'trl kl':>8}  (last pair)")
     for i in range(max(len(ours["reward"]), len(theirs["reward"]))):
