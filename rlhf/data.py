@@ -11,6 +11,7 @@ from typing import Any
 from annotation.models import Comparison, Project, Prompt, Response
 from labelers.models import LabelerQuality
 from rlhf.models import LoopSettings
+from rlhf.sources import server_path_problem
 from rlhf.training.rows import ComparisonRow, PromptRow
 
 HOLDOUT_BUCKETS = 10  # without val/test prompts, one prompt in ten (by a stable hash) is held out
@@ -118,9 +119,10 @@ SFT_ROW_SHAPES = '{"prompt", "completion"}, {"prompt", "response"} or {"messages
 def sft_rows_from_jsonl(path: str) -> list[dict[str, Any]]:
     """The rows of an SFT JSONL file as {"prompt": text | messages, "response": text}; a
     ValueError names the line that is wrong (or says the file is missing or empty)."""
+    problem = server_path_problem(path, what="SFT data files")
+    if problem is not None:
+        raise ValueError(problem)
     file = Path(path)
-    if not file.is_absolute():
-        raise ValueError(f"give an absolute path on the server, got '{path}'")
     if not file.is_file():
         raise ValueError(f"no file at '{path}'")
     rows = []

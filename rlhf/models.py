@@ -29,6 +29,10 @@ class ModelVersion(models.Model):
     notes = models.TextField(blank=True)
     # The SFT model: the KL reference of PPO runs.
     is_reference = models.BooleanField(default=False)
+    # Whether loading this model may run code shipped with it (transformers' trust_remote_code).
+    # Set by an admin (the `models register --trust-remote-code` command, the Django admin); a run
+    # config cannot switch it on.
+    trust_remote_code = models.BooleanField(default=False)
     run = models.ForeignKey("rlhf.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     data_snapshot = models.JSONField(default=dict, blank=True)
     promoted_at = models.DateTimeField(null=True, blank=True)

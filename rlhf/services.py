@@ -32,6 +32,7 @@ from rlhf.models import (
     RunTrigger,
     TrainingRun,
 )
+from rlhf.sources import model_source_problem
 from rlhf.training.checks import model_role_problem
 from rlhf.training.config import GenerationConfig, PPOConfig, RewardModelConfig
 from rlhf.training.launch import Launcher, launch_ppo, launch_reward_model
@@ -47,9 +48,13 @@ def model_version_register(
     notes: str = "",
     is_reference: bool = False,
     promote: bool = False,
+    trust_remote_code: bool = False,
 ) -> ModelVersion:
-    """Register a model that exists outside the platform (an SFT checkpoint, a hub id). A model
-    that cannot serve its role (read from its config and tokenizer) is refused here."""
+    """Register a model that exists outside the platform (an SFT checkpoint, a hub id). The path
+    must be a directory under settings.MODEL_ROOTS or a hub id on settings.MODEL_HUB_ALLOWLIST; a
+    model that cannot serve its role (read from its config and tokenizer) is refused here.
+    trust_remote_code lets loading run the model's own code: the callers that set it are the
+    server's (the management command, the Django admin), never a run config."""
     if kind not in ModelKind.values:
         raise ApplicationError(f"kind: must be one of {', '.join(ModelKind.values)}.", code="invalid")
     if not name.strip():
@@ -60,12 +65,15 @@ def model_version_register(
         raise Conflict(f"name: a {kind} model named '{name}' already exists in this project.", code="name_taken")
     if is_reference and kind != ModelKind.POLICY:
         raise ApplicationError("is_reference: only a policy (the SFT model) can be the KL reference.", code="invalid")
+    source = model_source_problem(path)
+    if source is not None:
+        raise ApplicationError(f"path: {source}", code="invalid_model")
     # Outside the transaction: reading a hub model's config and tokenizer may take a while.
     problem = model_role_problem(
         path,
         kind,
         needs_chat_template=project is not None and _has_chat_prompts(project),
-        trust_remote_code=_trusts_remote_code(project, kind),
+        trust_remote_code=trust_remote_code,
     )
     if problem is not None:
         raise ApplicationError(problem, code="invalid_model")
@@ -80,6 +88,7 @@ def model_version_register(
                     parent=parent,
                     notes=notes,
                     is_reference=is_reference,
+                    trust_remote_code=trust_remote_code,
                 )
         except IntegrityError:  # registered by someone else while this model was being read
             raise Conflict(
@@ -92,16 +101,6 @@ def model_version_register(
 
 def _has_chat_prompts(project: Project) -> bool:
     return Prompt.objects.filter(project=project, messages__isnull=False).exists()
-
-
-def _trusts_remote_code(project: Project | None, kind: str) -> bool:
-    """What the runs that load this model would pass: the loop's model override for its role."""
-    loop = LoopSettings.objects.filter(project=project).first() if project is not None else None
-    if loop is None:
-        return False
-    overrides = loop.generation_config if kind == ModelKind.POLICY else loop.reward_config
-    model = overrides.get("model") if isinstance(overrides, dict) else None
-    return bool(isinstance(model, dict) and model.get("trust_remote_code") is True)
 
 
 # --- the loop: runs, promotion, rollback, the schedule ---------------------------------------------
@@ -138,7 +137,20 @@ def _reference(project: Project) -> ModelVersion | None:
     )
 
 
+# Model fields a run config may not set: the models of a run are its registered versions.
+SERVER_MODEL_FIELDS = {
+    "model_name_or_path": "a run's models are the project's registered model versions; register the model "
+    "and promote it",
+    "trust_remote_code": "whether a model may run its own code is set on its registered model version by "
+    "an admin, never in a run config",
+}
+
+
 def _validated_config(kind: str, base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    model = overrides.get("model")
+    for name, why in SERVER_MODEL_FIELDS.items():
+        if isinstance(model, dict) and name in model:
+            raise ApplicationError(f"config.model.{name}: {why}.", code="invalid_config")
     classes: dict[str, Any] = {"generate": GenerationConfig, "reward": RewardModelConfig, "ppo": PPOConfig}
     config_class = classes[kind]
     merged = _deep_merge(base, overrides)
@@ -148,6 +160,11 @@ def _validated_config(kind: str, base: dict[str, Any], overrides: dict[str, Any]
     except (ValueError, TypeError) as exc:
         raise ApplicationError(f"config.{exc}", code="invalid_config") from exc
     return config.to_dict()
+
+
+def _model_source(version: ModelVersion) -> dict[str, Any]:
+    """The model fields a run takes from its registered version (they win over any stored setting)."""
+    return {"model_name_or_path": version.path, "trust_remote_code": version.trust_remote_code}
 
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -192,12 +209,12 @@ def training_run_start(
     assert policy is not None
     # The project's response length is the base of both generation and PPO; a run's own config wins.
     if kind == RunKind.GENERATE:
-        base = _deep_merge({"model": {"model_name_or_path": policy.path}}, loop.generation_config)
+        base = _deep_merge(loop.generation_config, {"model": _model_source(policy)})
         base["max_new_tokens"] = loop.max_response_tokens
         run_inputs = {"policy": policy}
     elif kind == RunKind.REWARD:
         # InstructGPT: the reward model starts from the SFT model's weights with a fresh scalar head.
-        base = _deep_merge({"model": {"model_name_or_path": reference.path}}, loop.reward_config)
+        base = _deep_merge(loop.reward_config, {"model": _model_source(reference)})
         run_inputs = {"reference": reference}
     else:
         if reward is None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import tempfile
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -53,6 +55,8 @@ def _fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # Tests that want the worker-side agreement refresh turn it on themselves.
     settings.QUALITY_REFRESH_ON_SUBMIT = False
+    # Tests build their models in temporary directories; the rule itself is tested with its own roots.
+    settings.MODEL_ROOTS = [*settings.MODEL_ROOTS, tempfile.gettempdir()]
 
 
 def postgres_only():

@@ -24,6 +24,11 @@ class Command(BaseCommand):
         register.add_argument("--path", required=True, help="local directory or hub id")
         register.add_argument("--reference", action="store_true", help="the SFT model: PPO's KL reference")
         register.add_argument("--promote", action="store_true")
+        register.add_argument(
+            "--trust-remote-code",
+            action="store_true",
+            help="let loading this model run the code it ships with (only for models you have reviewed)",
+        )
         promote = sub.add_parser("promote")
         promote.add_argument("version_id", type=int)
         rollback = sub.add_parser("rollback")
@@ -50,6 +55,7 @@ class Command(BaseCommand):
             path=options["path"],
             is_reference=options["reference"],
             promote=options["promote"],
+            trust_remote_code=options["trust_remote_code"],
         )
         self.stdout.write(f"Registered model version {version.pk} ({version.state}).")
 
