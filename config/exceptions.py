@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -94,3 +94,34 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             "code": codes if isinstance(codes, str) else exc.default_code,
         }
     return response
+
+
+# --- Django's own error views: the JSON error body under /api/, Django's pages elsewhere ---------
+
+
+def _api_path(request: Any) -> bool:
+    return str(getattr(request, "path", "")).startswith("/api/")
+
+
+def handler400(request: Any, exception: Exception | None = None) -> Any:
+    from django.views import defaults
+
+    if _api_path(request):
+        return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def handler404(request: Any, exception: Exception | None = None) -> Any:
+    from django.views import defaults
+
+    if _api_path(request):
+        return JsonResponse({"detail": f"No API endpoint at {request.path}.", "code": "not_found"}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def handler500(request: Any) -> Any:
+    from django.views import defaults
+
+    if _api_path(request):
+        return JsonResponse({"detail": "Server error; it has been logged.", "code": "server_error"}, status=500)
+    return defaults.server_error(request)

@@ -8,14 +8,25 @@ command starts it on a fresh machine. ``DATABASE_URL`` and ``REDIS_URL`` (or
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
-SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-only-insecure-key-change-me")
+# Off unless asked for: debug pages show settings and code.
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
+KNOWN_KEYS = {"", "change-me-in-production", "dev-only-insecure-key-change-me"}
+if SECRET_KEY in KNOWN_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY: set it to a long random string (python -c 'import secrets; "
+            "print(secrets.token_urlsafe(50))'); with DJANGO_DEBUG off the server does not start on a "
+            "missing or published key. scripts/run.sh keeps one in var/secret_key."
+        )
+    SECRET_KEY = "dev-only-insecure-key-change-me"
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -39,6 +50,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -105,12 +117,14 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-WHITENOISE_USE_FINDERS = DEBUG
+# Static files straight from the apps too, so the embedded default needs no collectstatic.
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 MEDIA_ROOT = VAR_DIR / "media"
 
-# Largest import upload accepted in one request.
+# Largest request body accepted (JSON, form or upload), and the deepest JSON nesting.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=50 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+JSON_MAX_DEPTH = env.int("JSON_MAX_DEPTH", default=32)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -123,6 +137,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.exceptions.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "config.jsonsafe.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
@@ -179,6 +198,12 @@ QUALITY_BOOTSTRAP_RESAMPLES = env.int("QUALITY_BOOTSTRAP_RESAMPLES", default=100
 # A running training run that has not reported for this long is failed by the beat reaper.
 TRAINING_HEARTBEAT_TIMEOUT_S = env.int("TRAINING_HEARTBEAT_TIMEOUT_S", default=600)
 ARTIFACTS_ROOT = Path(env("ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts")))
+# Where models and SFT data files may be read from: a registered local path must resolve (links
+# followed) under ARTIFACTS_ROOT or one of these directories (colon-separated).
+MODEL_ROOTS = [str(ARTIFACTS_ROOT), *[r for r in env("MODEL_ROOTS", default="").split(":") if r]]
+# Hub ids that may be registered (comma-separated fnmatch patterns, e.g. "meta-llama/*,Qwen/Qwen2.5-*");
+# empty: none. Whether a model may run its own code is set per model version by an admin.
+MODEL_HUB_ALLOWLIST = env.list("MODEL_HUB_ALLOWLIST", default=[])
 # How the gpu worker starts reward and PPO training (rlhf.training.launch.Launcher): "inprocess",
 # "torchrun" (TRAINING_NUM_PROCESSES ranks, DDP) or "accelerate" (accelerate launch with
 # TRAINING_ACCELERATE_CONFIG: DDP, DeepSpeed, FSDP; examples in config/accelerate/). The process

@@ -17,3 +17,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("frontend.urls")),
 ]
+
+handler400 = "config.exceptions.handler400"
+handler404 = "config.exceptions.handler404"
+handler500 = "config.exceptions.handler500"

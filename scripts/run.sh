@@ -12,6 +12,12 @@ export DJANGO_SETTINGS_MODULE=config.settings
 PY=.venv/bin/python
 
 mkdir -p var
+# A secret key made once for this machine (the server refuses to start without one).
+if [ -z "${DJANGO_SECRET_KEY:-}" ]; then
+    [ -s var/secret_key ] || (umask 077 && $PY -c "import secrets; print(secrets.token_urlsafe(50))" >var/secret_key)
+    DJANGO_SECRET_KEY="$(cat var/secret_key)"
+    export DJANGO_SECRET_KEY
+fi
 $PY manage.py migrate --noinput
 $PY manage.py demo_data
 
@@ -37,4 +43,6 @@ cat <<MSG
   Celery worker log: var/worker.log   beat log: var/beat.log   Ctrl-C stops everything.
 
 MSG
-$PY manage.py runserver "$HOST:$PORT"
+# The production web server, as in the Dockerfile (granian; DJANGO_DEBUG=1 for debug pages).
+.venv/bin/granian --interface wsgi --host "$HOST" --port "$PORT" --workers "${WEB_WORKERS:-2}" \
+    --blocking-threads 1 --no-ws config.wsgi:application

@@ -16,6 +16,9 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# Settings refuse to start without a secret key when debug is off; the tests get a throwaway one.
+DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-tests-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
+export DJANGO_SECRET_KEY
 
 echo "== ruff"
 .venv/bin/ruff check .

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -12,6 +11,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from config import jsonsafe
 from config.exceptions import ApplicationError
 from labelers.models import Role
 from labelers.selectors import user_role
@@ -76,9 +76,9 @@ def error_json(exc: ApplicationError) -> JsonResponse:
 
 def json_body(request: HttpRequest) -> dict[str, Any]:
     try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise ApplicationError("The request body is not valid JSON.", code="invalid") from None
+        body = jsonsafe.loads(request.body or b"{}")
+    except ValueError as exc:
+        raise ApplicationError(f"The request body is not valid JSON: {exc}.", code="invalid") from None
     if not isinstance(body, dict):
         raise ApplicationError("The request body must be a JSON object.", code="invalid")
     return body
