@@ -9,7 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,12 +21,15 @@ from annotation.models import PairwiseChoice, Split, TaskMode
 from annotation.quality import services as quality_services
 from annotation.quality.selectors import CSV_TABLES, agreement_report_latest, agreement_table_csv
 from config.exceptions import ApplicationError, Conflict, NotFound
+from config.jsonsafe import BoundedJSONParser
 from labelers.models import Role
 from labelers.permissions import HasAnyRole, IsAdmin, IsLabeler, IsStaff
 from labelers.selectors import user_role
 
 
 def _paginate(request: Request, view: APIView, queryset: Any, serializer: type[serializers.Serializer]) -> Response:
+    """One page (limit / offset) of a list view; the view names LimitOffsetPagination as its
+    pagination_class, which is also how the schema documents the page and its parameters."""
     paginator = LimitOffsetPagination()
     page: Any = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer(page, many=True).data)
@@ -81,6 +84,8 @@ class ProjectInput(serializers.Serializer):
 
 
 class ProjectListCreateApi(APIView):
+    pagination_class = LimitOffsetPagination  # see _paginate
+
     def get_permissions(self) -> list[Any]:
         return [IsAdmin()] if self.request.method == "POST" else [HasAnyRole()]
 
@@ -194,7 +199,7 @@ class ImportApi(APIView):
     """Upload JSONL or CSV (multipart ``file``, or a raw body with ``?format=``)."""
 
     permission_classes = [IsAdmin]
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
 
     @extend_schema(
         request={
@@ -246,6 +251,7 @@ class PromptOutput(serializers.Serializer):
 
 
 class PromptListApi(APIView):
+    pagination_class = LimitOffsetPagination  # see _paginate
     permission_classes = [IsStaff]
 
     @extend_schema(responses=PromptOutput(many=True), parameters=[OpenApiParameter("split", str, enum=Split.values)])
@@ -266,6 +272,7 @@ class ResponseSetOutput(serializers.Serializer):
 
 
 class ResponseSetListApi(APIView):
+    pagination_class = LimitOffsetPagination  # see _paginate
     permission_classes = [IsStaff]
 
     @extend_schema(responses=ResponseSetOutput(many=True))
@@ -292,6 +299,7 @@ class RankingOutput(serializers.Serializer):
 
 
 class RankingListApi(APIView):
+    pagination_class = LimitOffsetPagination  # see _paginate
     permission_classes = [IsStaff]
 
     @extend_schema(responses=RankingOutput(many=True))
@@ -313,6 +321,7 @@ class ComparisonOutput(serializers.Serializer):
 
 
 class ComparisonListApi(APIView):
+    pagination_class = LimitOffsetPagination  # see _paginate
     permission_classes = [IsStaff]
 
     @extend_schema(responses=ComparisonOutput(many=True))
@@ -428,6 +437,7 @@ class LabelerProgressApi(APIView):
 
 
 class AssignmentListApi(APIView):
+    pagination_class = LimitOffsetPagination  # see _paginate
     permission_classes = [IsLabeler]
 
     class ListOutput(serializers.Serializer):

@@ -103,7 +103,7 @@ def _api_path(request: Any) -> bool:
     return str(getattr(request, "path", "")).startswith("/api/")
 
 
-def handler400(request: Any, exception: Exception | None = None) -> Any:
+def handler400(request: Any, exception: Exception) -> Any:
     from django.views import defaults
 
     if _api_path(request):
@@ -111,7 +111,7 @@ def handler400(request: Any, exception: Exception | None = None) -> Any:
     return defaults.bad_request(request, exception)
 
 
-def handler404(request: Any, exception: Exception | None = None) -> Any:
+def handler404(request: Any, exception: Exception) -> Any:
     from django.views import defaults
 
     if _api_path(request):

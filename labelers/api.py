@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_in
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.authtoken.models import Token
@@ -50,9 +51,13 @@ class TokenObtainApi(APIView):
 
     @extend_schema(request=AuthTokenSerializer, responses=OutputSerializer)
     def post(self, request: Request) -> Response:
-        serializer = AuthTokenSerializer(data=request.data, context={"request": request})
+        # Django's request: the brute-force guard (django-axes) marks a locked-out login on it.
+        serializer = AuthTokenSerializer(data=request.data, context={"request": request._request})
         serializer.is_valid(raise_exception=True)
-        token, _ = Token.objects.get_or_create(user=serializer.validated_data["user"])
+        user = serializer.validated_data["user"]
+        # A login like any other: last_login is set and the failed-login count is reset.
+        user_logged_in.send(sender=type(user), request=request._request, user=user)
+        token, _ = Token.objects.get_or_create(user=user)
         return Response({"token": token.key})
 
 

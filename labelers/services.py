@@ -15,9 +15,10 @@ User = get_user_model()
 
 @transaction.atomic
 def user_create(
-    *, username: str, password: str | None, role: str = Role.LABELER, email: str = "", first_name: str = ""
+    *, username: str, password: str | None = None, role: str = Role.LABELER, email: str = "", first_name: str = ""
 ) -> AuthUser:
-    """Create a user with a profile and an API token."""
+    """Create a user with a profile and an API token. Without a password the user gets an unusable
+    one and sets their own from the password-reset link."""
     if role not in Role.values:
         raise ApplicationError(f"role: '{role}' is not one of {', '.join(Role.values)}.", code="invalid_role")
     if User.objects.filter(username__iexact=username).exists():

@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.params import parse_id
 from annotation.selectors import project_get
 from config.exceptions import ApplicationError
 from labelers.permissions import IsAdmin, IsStaff
@@ -65,8 +66,11 @@ class ModelVersionListCreateApi(APIView):
     @extend_schema(responses=ModelVersionOutput(many=True))
     def get(self, request: Request) -> Response:
         qs = ModelVersion.objects.all()
-        if project_id := request.query_params.get("project"):
-            qs = qs.filter(project_id=project_id) if project_id.isdigit() else qs.none()
+        if project := request.query_params.get("project"):
+            project_id = parse_id(project)
+            if project_id is None:
+                raise serializers.ValidationError({"project": [f"expected a project id, got {project!r}"]})
+            qs = qs.filter(project_id=project_id)
         return Response(ModelVersionOutput(qs, many=True).data)
 
     @extend_schema(request=InputSerializer, responses={201: ModelVersionOutput})
@@ -199,10 +203,10 @@ class ModelVersionCompareApi(APIView):
     def get(self, request: Request) -> Response:
         ids = []
         for name in ("a", "b"):
-            value = request.query_params.get(name, "")
-            if not value.isdigit():
+            version_id = parse_id(request.query_params.get(name, ""))
+            if version_id is None:
                 raise serializers.ValidationError({name: ["a model version id is required"]})
-            ids.append(int(value))
+            ids.append(version_id)
         a, b = (model_version_get(version_id=i) for i in ids)
         return Response(model_versions_compare(a=a, b=b))
 

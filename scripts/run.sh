@@ -18,6 +18,7 @@ if [ -z "${DJANGO_SECRET_KEY:-}" ]; then
     DJANGO_SECRET_KEY="$(cat var/secret_key)"
     export DJANGO_SECRET_KEY
 fi
+export DJANGO_HTTPS="${DJANGO_HTTPS:-0}"  # plain HTTP on this machine; behind TLS set it to 1
 $PY manage.py migrate --noinput
 $PY manage.py demo_data
 

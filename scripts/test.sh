@@ -19,6 +19,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_
 # Settings refuse to start without a secret key when debug is off; the tests get a throwaway one.
 DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-tests-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
 export DJANGO_SECRET_KEY
+export DJANGO_HTTPS="${DJANGO_HTTPS:-0}"  # the test servers speak plain HTTP
 
 echo "== ruff"
 .venv/bin/ruff check .

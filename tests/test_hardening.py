@@ -108,3 +108,47 @@ def test_debug_is_off_by_default_and_a_secret_key_is_required():
     assert published.returncode != 0
     assert _start_settings(DJANGO_SECRET_KEY="k" * 50).stdout.strip() == "False"
     assert _start_settings(DJANGO_DEBUG="1").stdout.strip() == "True"
+
+
+@pytest.mark.django_db
+def test_a_database_outage_is_a_503_with_retry_after(admin_user, monkeypatch):
+    from django.db import OperationalError
+
+    def down(**kwargs):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr("annotation.selectors.project_list", down)
+    client = Client(raise_request_exception=False)
+    client.force_login(admin_user)
+    response = client.get("/api/v1/projects/")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response.json() == {
+        "detail": "The database is unavailable for the moment; retry in a few seconds.",
+        "code": "unavailable",
+    }
+
+
+def test_deploy_checks_pass_with_debug_off():
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    clean.update(DJANGO_SECRET_KEY="k" * 20 + "-x9Q" * 10, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"], env=clean, capture_output=True, text=True, cwd=ROOT
+    )
+    found = [w for w in ("W004", "W008", "W009", "W012", "W016", "W018") if w in done.stdout + done.stderr]
+    assert found == [], done.stdout + done.stderr
+
+
+@pytest.mark.django_db
+def test_pages_carry_a_content_security_policy_and_the_api_docs_need_no_cdn(admin_user):
+    client = Client()
+    client.force_login(admin_user)
+    page = client.get("/")
+    policy = page["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "object-src 'none'" in policy
+    docs = client.get("/api/v1/docs/")
+    html = docs.content.decode()
+    assert docs.status_code == 200 and "<script>" not in html  # the start-up script is a file
+    assert "cdn" not in html.lower() and "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
+    script = client.get("/api/v1/docs/?script=")
+    assert script.status_code == 200 and script["Content-Type"].startswith("application/javascript")

@@ -119,7 +119,8 @@ def _store_labeler_quality(*, project: Project, labelers: dict[int, dict[str, An
     for labeler_id, quality in existing.items():
         for key, value in labelers[labeler_id].items():
             setattr(quality, key, value)
-    LabelerQuality.objects.bulk_update(list(existing.values()), fields, batch_size=500)
+    if existing and fields:  # a project without rankings has no figures; bulk_update() refuses no fields
+        LabelerQuality.objects.bulk_update(list(existing.values()), fields, batch_size=500)
     for labeler_id, quality in existing.items():
         _auto_pause(project=project, user=users[labeler_id], quality=quality)
 

@@ -14,15 +14,17 @@ Responses come in groups of K: each group of K becomes one response set. CSV col
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
+import math
 import random
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from annotation.models import (
@@ -34,12 +36,15 @@ from annotation.models import (
     ResponseSetItem,
     Split,
 )
+from annotation.params import parse_id
 from annotation.services.text import text_unstorable
+from config import jsonsafe
 from config.exceptions import ApplicationError, Conflict
 from rlhf.models import ModelVersion
 
 MAX_REPORTED_ERRORS = 200
 CHAT_ROLES = ("system", "user", "assistant")
+NON_FINITE = "NaN, Infinity and numbers too large for a float (such as 1e400) cannot be stored"
 
 
 @dataclass(frozen=True)
@@ -80,23 +85,73 @@ def _decode(content: bytes | str) -> str:
         ) from exc
 
 
+def _json_loads(raw: str, *, column: bool) -> tuple[Any, str | None]:
+    """The parsed value, or why ``raw`` is not JSON we can take (as a row error, never a 500)."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return None, f"{exc.msg} at column {exc.colno}" if column else exc.msg
+    except ValueError:  # an integer longer than Python converts
+        return None, f"a number has more than {sys.get_int_max_str_digits()} digits"
+    except RecursionError:
+        return None, f"nested deeper than {settings.JSON_MAX_DEPTH} levels"
+    # The row checks below walk the value recursively; the limit keeps them (and the write) in bounds.
+    if jsonsafe.depth_of(value) > settings.JSON_MAX_DEPTH:
+        return None, f"nested deeper than {settings.JSON_MAX_DEPTH} levels"
+    return value, None
+
+
+def _non_finite_at(value: Any, path: str) -> str | None:
+    """Where in ``value`` a NaN or infinite float sits (JSON in the database cannot hold one), or ``None``."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        items = ((f"{path}.{key}", item) for key, item in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    return next((found for item_path, item in items if (found := _non_finite_at(item, item_path))), None)
+
+
 def _jsonl_records(text: str) -> Iterator[tuple[int, Any, str | None]]:
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Only \n ends a line: str.splitlines() also splits on U+2028, U+0085 and others that JSON
+    # strings may hold raw.
+    for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
-        try:
-            yield number, json.loads(raw), None
-        except json.JSONDecodeError as exc:
-            yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+        record, problem = _json_loads(raw.removesuffix("\r"), column=True)
+        yield number, record, f"not valid JSON ({problem})" if problem else None
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    message = str(exc)
+    if message.startswith("field larger than field limit"):
+        return f"a field is longer than {csv.field_size_limit():,} characters"
+    if message == "unexpected end of data":
+        return 'a quoted field is not closed (unbalanced ") before the end of the file'
+    return f"not valid CSV ({message})"
 
 
 def _csv_records(text: str) -> Iterator[tuple[int, Any, str | None]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames:
+    # strict: an unbalanced quote is an error, not one field that runs to the end of the file.
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        if not reader.fieldnames:
+            return
+    except csv.Error as exc:
+        yield 1, None, _csv_problem(exc)
         return
     previous_end = reader.line_num
-    for record in reader:
+    while True:
         line = previous_end + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # the reader cannot go on past this row
+            yield line, None, _csv_problem(exc)
+            return
         previous_end = reader.line_num
         if None in record:
             yield (
@@ -113,17 +168,19 @@ def _csv_records(text: str) -> Iterator[tuple[int, Any, str | None]]:
         problem = None
         for json_field in ("messages", "responses", "metadata"):
             if json_field in row:
-                try:
-                    row[json_field] = json.loads(row[json_field])
-                except json.JSONDecodeError as exc:
-                    problem = f"{json_field}: not valid JSON ({exc.msg})"
+                row[json_field], json_problem = _json_loads(row[json_field], column=False)
+                if json_problem:
+                    problem = f"{json_field}: not valid JSON ({json_problem})"
         if isinstance(row.get("prompt"), str) and row["prompt"].lstrip().startswith("[{"):
-            with contextlib.suppress(json.JSONDecodeError):
-                row["prompt"] = json.loads(row["prompt"])
+            messages, not_json = _json_loads(row["prompt"], column=False)
+            if not_json is None:
+                row["prompt"] = messages
         if "tags" in row:
             row["tags"] = [tag.strip() for tag in str(row["tags"]).split(";") if tag.strip()]
         numbered = sorted(
-            (int(key.split("_", 1)[1]), key) for key in row if key.startswith("response_") and key[9:].isdigit()
+            (number, key)
+            for key in row
+            if key.startswith("response_") and (number := parse_id(key.removeprefix("response_"))) is not None
         )
         if numbered:
             row.setdefault("responses", [])
@@ -163,6 +220,8 @@ def _parse_row(record: Any, *, line: int, project: Project, model_versions: dict
         elif problem := text_unstorable(record[key]):
             # Say so here rather than fail the whole write.
             errors.append((str(key), f"contains {problem}"))
+        elif where := _non_finite_at(record[key], str(key)):
+            errors.append((where, NON_FINITE))
     if errors:
         raise _RowErrors(errors)
 

@@ -8,6 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation import selectors, services
+from annotation.params import parse_id
 from config.exceptions import ApplicationError
 from frontend.forms import GuidelineForm
 from frontend.rendering import render_markdown, text_diff
@@ -75,7 +76,9 @@ def guideline_version(request: HttpRequest, project_id: int, version: int) -> Ht
     guideline = selectors.guideline_get(project=project, version=version)
     versions = list(selectors.guideline_list(project=project))
     against_raw = request.GET.get("against", "")
-    against_version = int(against_raw) if against_raw.isdigit() else version - 1
+    against_version = parse_id(against_raw) if against_raw else version - 1
+    if against_version is None:
+        raise ApplicationError(f"against: expected a guideline version number, got {against_raw!r}.", code="invalid")
     against = next((g for g in versions if g.version == against_version), None)
     return render(
         request,

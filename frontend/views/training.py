@@ -16,6 +16,8 @@ from django.views.decorators.http import require_POST
 
 from annotation import selectors as annotation_selectors
 from annotation.models import Project
+from annotation.params import parse_id
+from config import jsonsafe
 from config.exceptions import ApplicationError, NotFound
 from frontend import charts
 from frontend.forms import LoopSettingsForm
@@ -175,11 +177,9 @@ def _config_overrides(raw: str) -> dict[str, Any] | None:
     if not raw.strip():
         return None
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ApplicationError(
-            f"config: not valid JSON ({exc.msg} at line {exc.lineno}).", code="invalid_config"
-        ) from None
+        value = jsonsafe.loads(raw)
+    except ValueError as exc:
+        raise ApplicationError(f"config: not valid JSON ({exc}).", code="invalid_config") from None
     if not isinstance(value, dict):
         raise ApplicationError("config: must be a JSON object.", code="invalid_config")
     return value
@@ -469,9 +469,10 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 def _version_id(value: str | None, name: str) -> int | None:
     if value in (None, ""):
         return None
-    if not value.isdigit():
+    version_id = parse_id(value)
+    if version_id is None:
         raise ApplicationError(f"{name}: expected a model version id, got {value!r}.", code="invalid")
-    return int(value)
+    return version_id
 
 
 def _project_version(project: Project, version_id: int, name: str) -> ModelVersion:

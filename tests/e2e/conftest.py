@@ -45,17 +45,22 @@ def chromium():
 
 @pytest.fixture
 def new_page(chromium, live_server) -> Iterator[Callable]:
+    """Pages on the live server; the test fails if any page broke its Content-Security-Policy."""
     contexts = []
+    violations: list[str] = []
 
     def make():
         context = chromium.new_context(base_url=live_server.url, viewport={"width": 1400, "height": 1000})
         context.set_default_timeout(10_000)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        page.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None)
+        return page
 
     yield make
     for context in contexts:
         context.close()
+    assert violations == [], "pages broke the Content-Security-Policy"
 
 
 @pytest.fixture

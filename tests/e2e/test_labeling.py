@@ -199,7 +199,7 @@ def test_lost_connection_resends_when_back(setup, new_page):
         page.keyboard.press(key)
     page.context.set_offline(True)
     page.keyboard.press("Enter")
-    page.wait_for_function("document.getElementById('item-status').textContent.startsWith('Connection lost')")
+    page.wait_for_function("() => document.getElementById('item-status').textContent.startsWith('Connection lost')")
     assert not Ranking.objects.exists()
     page.context.set_offline(False)
     page.wait_for_selector("#no-more-work")
@@ -268,7 +268,7 @@ def test_admin_publishes_a_new_version_and_the_labeler_is_stopped(setup, new_pag
     admin_page.goto(f"/manage/projects/{project.pk}/guidelines/")
     admin_page.fill("#id_body", "# Rules\n\nPrefer **honest** answers, then helpful ones.")
     admin_page.wait_for_function(
-        "document.getElementById('guideline-preview').innerHTML.includes('<strong>honest</strong>')"
+        "() => document.getElementById('guideline-preview').innerHTML.includes('<strong>honest</strong>')"
     )
     admin_page.fill("#id_note", "Honesty first")
     shot(admin_page, "guideline-editor")

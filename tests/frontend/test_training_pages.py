@@ -290,7 +290,7 @@ def test_start_shows_other_refusals_inline(loop, admin_user, tiny_models):
         assert "config.bogus: unknown field for RewardModelConfig" in response.content.decode()
         assert "{&quot;bogus&quot;: 1}</textarea>" in response.content.decode()  # kept to fix, not retyped
         response = _htmx(client, url, {"kind": "reward", "config": "{oops"})
-        assert "config: not valid JSON (Expecting property name enclosed in double quotes at line 1)." in (
+        assert "config: not valid JSON (Expecting property name enclosed in double quotes at line 1 column 2)." in (
             response.content.decode()
         )
         other = ProjectFactory(name="Empty")
