@@ -12,7 +12,7 @@ class AutoSchema(SpectacularAutoSchema):
     ``RankingSubmitInput`` (``RankingSubmitInputRequest`` as a request body), where drf-spectacular
     would give every view's ``InputSerializer`` the same name and one schema for all of them."""
 
-    def get_serializer_name(self, serializer: Any, direction: str) -> str:
+    def get_serializer_name(self, serializer: Any, direction: Any) -> str:
         name = super().get_serializer_name(serializer, direction)
         cls = serializer if isinstance(serializer, type) else type(serializer)
         parts = cls.__qualname__.split(".")
