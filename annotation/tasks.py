@@ -1,7 +1,7 @@
 from celery import shared_task
 
 from annotation.models import Project
-from annotation.quality.services import agreement_report_refresh
+from annotation.quality.services import agreement_refresh_due, agreement_report_refresh
 from annotation.services import leases_expire as leases_expire_service
 
 
@@ -31,6 +31,16 @@ def agreement_refresh(project_id: int, force: bool = False) -> int | None:
 def agreement_refresh_all() -> int:
     """Beat: queue a refresh for every active project (each one skips if fresh)."""
     ids = list(Project.objects.filter(is_active=True).values_list("id", flat=True))
+    for project_id in ids:
+        agreement_refresh.delay(project_id)
+    return len(ids)
+
+
+@shared_task(name="annotation.tasks.agreement_refresh_sweep")
+def agreement_refresh_sweep() -> int:
+    """Beat, every QUALITY_REFRESH_DELAY_S: refresh the projects that got rankings since their
+    last report (the debounce of the refresh after submits, without delayed messages)."""
+    ids = agreement_refresh_due()
     for project_id in ids:
         agreement_refresh.delay(project_id)
     return len(ids)

@@ -54,6 +54,14 @@ class Conflict(ApplicationError):
     code = "conflict"
 
 
+class Unavailable(ApplicationError):
+    """A service the request needs (the broker, the database) is down for now: 503 with Retry-After."""
+
+    status = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "unavailable"
+    retry_after_s = 10
+
+
 def _flatten(detail: Any, prefix: str = "") -> list[dict[str, Any]]:
     """Turn DRF's nested error dict into a flat list of ``{"field", "message"}``."""
     out: list[dict[str, Any]] = []
@@ -76,7 +84,8 @@ def _flatten(detail: Any, prefix: str = "") -> list[dict[str, Any]]:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
-        return Response(exc.as_body(), status=exc.status)
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+        return Response(exc.as_body(), status=exc.status, headers=headers)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

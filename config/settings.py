@@ -245,21 +245,39 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_ACKS_LATE = env.bool("CELERY_TASK_ACKS_LATE", default=False)
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# A broker outage is waited out, at start and while running: the worker reconnects for ever
+# rather than exiting, and loses no acknowledged work (training is acknowledged late).
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_HEARTBEAT = 10
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BEAT_SCHEDULE = {
     "expire-stale-leases": {"task": "annotation.tasks.leases_expire", "schedule": 60.0},
     "refresh-agreement-reports": {"task": "annotation.tasks.agreement_refresh_all", "schedule": 300.0},
+    "refresh-agreement-after-submits": {
+        "task": "annotation.tasks.agreement_refresh_sweep",
+        "schedule": float(env.int("QUALITY_REFRESH_DELAY_S", default=30)),
+    },
     "loop-check": {"task": "rlhf.tasks.loop_check_all", "schedule": env.float("LOOP_CHECK_SECONDS", default=60.0)},
 }
 
 # Annotation defaults.
 ANNOTATION_DEFAULT_OVERLAP = env.int("ANNOTATION_DEFAULT_OVERLAP", default=3)
 ANNOTATION_DEFAULT_LEASE_MINUTES = env.int("ANNOTATION_DEFAULT_LEASE_MINUTES", default=30)
-# Quality: the agreement report is refreshed by a worker shortly after rankings arrive.
+# Quality: the agreement report is refreshed by a worker shortly after rankings arrive (a beat
+# sweep every QUALITY_REFRESH_DELAY_S finds the projects with new rankings).
 QUALITY_REFRESH_ON_SUBMIT = env.bool("QUALITY_REFRESH_ON_SUBMIT", default=True)
 QUALITY_REFRESH_DELAY_S = env.int("QUALITY_REFRESH_DELAY_S", default=30)
 QUALITY_BOOTSTRAP_RESAMPLES = env.int("QUALITY_BOOTSTRAP_RESAMPLES", default=1000)
 # A running training run that has not reported for this long is failed by the beat reaper.
 TRAINING_HEARTBEAT_TIMEOUT_S = env.int("TRAINING_HEARTBEAT_TIMEOUT_S", default=600)
+# A thread of the training worker beats this often, whatever the run is doing (loading, saving).
+TRAINING_HEARTBEAT_EVERY_S = env.float("TRAINING_HEARTBEAT_EVERY_S", default=30.0)
+# A run whose worker died is queued again (resuming from its checkpoint) up to this many attempts.
+TRAINING_MAX_ATTEMPTS = env.int("TRAINING_MAX_ATTEMPTS", default=3)
+# A queued run that could not be handed to the broker is sent again by beat after this long.
+TRAINING_RESEND_AFTER_S = env.int("TRAINING_RESEND_AFTER_S", default=30)
 ARTIFACTS_ROOT = Path(env("ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts")))
 # Where models and SFT data files may be read from: a registered local path must resolve (links
 # followed) under ARTIFACTS_ROOT or one of these directories (colon-separated).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 import traceback
 from datetime import timedelta
@@ -17,7 +18,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from annotation.models import Comparison, Project, Prompt, Response, ResponseOrigin
-from config.exceptions import ApplicationError, Conflict
+from config.exceptions import ApplicationError, Conflict, Unavailable
 from labelers.types import AuthUser
 from rlhf.data import comparison_rows, prompt_rows, sft_rows_for, sft_rows_from_jsonl, training_prompts
 from rlhf.models import (
@@ -224,19 +225,52 @@ def training_run_start(
     validated = _validated_config(kind, base, config or {})
     if kind == RunKind.PPO and validated["ptx_coef"] > 0 and not loop.sft_data_path:
         raise ApplicationError(PTX_WITHOUT_SFT.format(field="config.ptx_coef"), code="invalid_config")
+    problem = _broker_problem()
+    if problem is not None:
+        raise Unavailable(f"The task queue is unreachable ({problem}); nothing was started. Retry in a moment.")
     run = TrainingRun.objects.create(
         project=project, kind=kind, config=validated, trigger=trigger, created_by=created_by, **run_inputs
     )
     run_id = run.pk
+    # After commit: the row is the outbox. If the broker goes away in between, the run stays queued
+    # with no task id and beat sends it again (training_runs_resend).
     transaction.on_commit(lambda: _enqueue(run_id))
     return run
 
 
-def _enqueue(run_id: int) -> None:
+def _broker_problem() -> str | None:
+    """Why the broker cannot take a message now (one connection attempt, 2 s), or None."""
+    from config.celery import app
+
+    if app.conf.task_always_eager:
+        return None
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+    except Exception as exc:  # kombu raises its own OperationalError, or the transport's
+        return str(exc).splitlines()[0][:200] or type(exc).__name__
+    return None
+
+
+def _enqueue(run_id: int) -> bool:
+    """Hand a queued run to the gpu queue; False (logged, the run left for the resend sweep) when
+    the broker cannot take it."""
     from rlhf.tasks import train_run
 
-    result = train_run.apply_async(args=[run_id], queue="gpu")
+    try:
+        result = train_run.apply_async(args=[run_id], queue="gpu", retry=False)
+    except Exception:
+        logger.exception("run %s: the broker did not take it; beat will send it again", run_id)
+        return False
     TrainingRun.objects.filter(pk=run_id).update(celery_task_id=result.id or "")
+    return True
+
+
+def training_runs_resend() -> int:
+    """Beat: queued runs that never reached the broker (no task id) are sent again."""
+    cutoff = timezone.now() - timedelta(seconds=settings.TRAINING_RESEND_AFTER_S)
+    ids = TrainingRun.objects.filter(status=RunStatus.QUEUED, celery_task_id="", created_at__lt=cutoff)
+    return sum(_enqueue(run_id) for run_id in ids.values_list("id", flat=True))
 
 
 def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
@@ -310,35 +344,76 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
         run.error = ""
         run.save(update_fields=["status", "attempts", "started_at", "heartbeat_at", "error"])
     _log(run, f"attempt {run.attempts} started")
+    heartbeat = _Heartbeat(run)
+    heartbeat.start()
     try:
         executor: dict[str, Any] = {"generate": _execute_generate, "reward": _execute_reward, "ppo": _execute_ppo}
         executor[run.kind](run, _Progress(run))
     except RunCancelled:
+        heartbeat.stop()
         _finish(run, RunStatus.CANCELLED, "cancelled")
         return run
     except Exception as exc:
+        heartbeat.stop()
         logger.exception("run %s failed", run.pk)
         run.error = "".join(traceback.format_exception(exc))[-LOG_TAIL_CHARS:]
-        _finish(run, RunStatus.FAILED, f"failed: {exc}")
+        if _finish(run, RunStatus.FAILED, f"failed: {exc}"):
+            shutil.rmtree(_artifact_dir(run) / "work", ignore_errors=True)  # no half-written model stays
         return run
-    _finish(run, RunStatus.SUCCEEDED, "succeeded")
+    finally:
+        heartbeat.stop()
+    if not _finish(run, RunStatus.SUCCEEDED, "succeeded"):
+        return run
     if run.kind != RunKind.GENERATE and run.output_version_id and loop_settings_get(project=run.project).auto_chain:
         _chain(run)
     return run
 
 
-def _finish(run: TrainingRun, status: str, message: str) -> None:
-    _log(run, message)
-    run.status = status
-    run.finished_at = timezone.now()
-    TrainingRun.objects.filter(pk=run.pk).update(
+def _finish(run: TrainingRun, status: str, message: str) -> bool:
+    """End this attempt of the run; False, changing nothing, when the run is no longer this attempt's
+    (the reaper failed or re-queued it, or another attempt took it over)."""
+    finished_at = timezone.now()
+    updated = TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=run.attempts).update(
         status=status,
-        finished_at=run.finished_at,
+        finished_at=finished_at,
         error=run.error,
         summary=run.summary,
         output_version=run.output_version,
         data_snapshot=run.data_snapshot,
     )
+    if not updated:
+        logger.warning("run %s: attempt %s ended (%s) after the run was taken from it", run.pk, run.attempts, status)
+        return False
+    run.status, run.finished_at = status, finished_at
+    _log(run, message)
+    return True
+
+
+class _Heartbeat(threading.Thread):
+    """Beats for a running attempt every TRAINING_HEARTBEAT_EVERY_S from its own thread (and database
+    connection), so a phase without progress reports (loading, saving, a long step) is not taken for
+    a dead worker."""
+
+    def __init__(self, run: TrainingRun) -> None:
+        super().__init__(name=f"heartbeat-run-{run.pk}", daemon=True)
+        self.run_id, self.attempt = run.pk, run.attempts
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self.stopped.wait(settings.TRAINING_HEARTBEAT_EVERY_S):
+                TrainingRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING, attempts=self.attempt).update(
+                    heartbeat_at=timezone.now()
+                )
+        except Exception:  # a database hiccup: the next beat or the progress reports carry on
+            logger.exception("run %s: heartbeat failed", self.run_id)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 def _publish(run: TrainingRun, work_dir: Path, final_dir: Path) -> None:
@@ -659,14 +734,27 @@ def loop_check(*, project: Project) -> TrainingRun | None:
 
 
 def training_runs_reap() -> int:
-    """Runs whose worker stopped reporting (killed, machine lost) end failed, never 'running'."""
+    """Runs whose worker stopped beating (killed, machine lost) are queued again to resume from their
+    checkpoint, up to TRAINING_MAX_ATTEMPTS attempts; then they end failed, never stay 'running'.
+    Each change is a compare-and-set on the state the reaper saw."""
     cutoff = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_S)
     stale = TrainingRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff)
     count = 0
     for run in stale:
-        run.error = f"The worker stopped reporting at {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC (killed or lost)."
-        _finish(run, RunStatus.FAILED, "failed: worker lost")
-        count += 1
+        seen = TrainingRun.objects.filter(
+            pk=run.pk, status=RunStatus.RUNNING, attempts=run.attempts, heartbeat_at=run.heartbeat_at
+        )
+        lost = f"The worker stopped reporting at {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC (killed or lost)."
+        if run.attempts < settings.TRAINING_MAX_ATTEMPTS and not run.cancel_requested:
+            if seen.update(status=RunStatus.QUEUED, celery_task_id="", error=lost):
+                _log(run, f"attempt {run.attempts} lost its worker; queued again to resume")
+                _enqueue(run.pk)
+                count += 1
+            continue
+        run.error = lost
+        if _finish(run, RunStatus.FAILED, f"failed: worker lost {run.attempts} times"):
+            shutil.rmtree(_artifact_dir(run) / "work", ignore_errors=True)
+            count += 1
     return count
 
 

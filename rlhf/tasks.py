@@ -7,7 +7,7 @@ from celery import shared_task
 
 from annotation.models import Project
 from rlhf.models import TrainingRun
-from rlhf.services import loop_check, training_run_execute, training_runs_reap
+from rlhf.services import loop_check, training_run_execute, training_runs_reap, training_runs_resend
 
 TRAIN_TIME_LIMIT_S = 6 * 3600
 
@@ -28,7 +28,9 @@ def train_run(run_id: int) -> str:
 
 @shared_task(name="rlhf.tasks.loop_check_all")
 def loop_check_all() -> int:
-    """Beat: start reward runs where enough new comparisons arrived; fail runs whose worker died."""
+    """Beat: send queued runs the broker never got, re-queue (or fail) runs whose worker died, and
+    start reward runs where enough new comparisons arrived."""
+    training_runs_resend()
     training_runs_reap()
     started = 0
     for project in Project.objects.filter(is_active=True):

@@ -26,10 +26,26 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-.venv/bin/celery -A config worker -Q default,gpu --concurrency 2 --loglevel INFO >var/worker.log 2>&1 &
-pids+=($!)
-.venv/bin/celery -A config beat --loglevel INFO --schedule var/celerybeat-schedule >var/beat.log 2>&1 &
-pids+=($!)
+# Run a background process, restart it when it dies and say so (on the terminal and in its log).
+supervise() {
+    local name=$1 log=$2
+    shift 2
+    (
+        trap 'kill "$child" 2>/dev/null; exit 0' TERM INT
+        while true; do
+            "$@" >>"$log" 2>&1 &
+            child=$!
+            status=0
+            wait "$child" || status=$?
+            echo "$(date '+%H:%M:%S') $name exited with status $status; restarting in 2 s (log: $log)" | tee -a "$log" >&2
+            sleep 2
+        done
+    ) &
+    pids+=($!)
+}
+
+supervise "celery worker" var/worker.log .venv/bin/celery -A config worker -Q default,gpu --concurrency 2 --loglevel INFO
+supervise "celery beat" var/beat.log .venv/bin/celery -A config beat --loglevel INFO --schedule var/celerybeat-schedule
 
 cat <<MSG
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import F, Max, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
 
 from annotation.models import (
     AgreementReport,
@@ -148,22 +149,25 @@ def _auto_pause(*, project: Project, user: Any, quality: LabelerQuality) -> None
 
 
 def agreement_refresh_schedule(*, project_id: int) -> None:
-    """Ask a worker to refresh the report a little later; bursts of submits collapse into one run."""
+    """Called after a submit commits. Nothing is sent to the broker here: the beat sweep
+    (``agreement_refresh_due``, every QUALITY_REFRESH_DELAY_S) picks up projects with new rankings,
+    so bursts of submits collapse into one refresh and no delayed (countdown) message ever waits
+    in a worker, where a broker outage used to kill it."""
+
+
+def agreement_refresh_due() -> list[int]:
+    """Active projects with rankings newer than their last agreement report (one query)."""
     if not settings.QUALITY_REFRESH_ON_SUBMIT:
-        return
-    from django.core.cache import cache
-
-    from annotation.tasks import agreement_refresh
-
-    key = f"agreement-refresh-pending:{project_id}"
-    # One message per project per delay window from this process, not one per submit.
-    if not cache.add(key, True, timeout=max(settings.QUALITY_REFRESH_DELAY_S, 1)):
-        return
-    try:
-        agreement_refresh.apply_async(args=[project_id], countdown=settings.QUALITY_REFRESH_DELAY_S)
-    except Exception:  # a broker outage must never fail a labeler's submit
-        cache.delete(key)
-        logger.exception("could not schedule the agreement refresh of project %s", project_id)
+        return []
+    newest = Ranking.objects.filter(response_set__project=OuterRef("pk")).order_by("-id").values("id")[:1]
+    reported = AgreementReport.objects.filter(project=OuterRef("pk")).order_by("-id").values("last_ranking_id")[:1]
+    rows = (
+        Project.objects.filter(is_active=True)
+        .annotate(newest=Subquery(newest), reported=Coalesce(Subquery(reported), Value(0)))
+        .filter(newest__gt=F("reported"))
+        .values_list("id", flat=True)
+    )
+    return list(rows)
 
 
 def labeler_quality_get(*, project: Project, labeler: AuthUser, lock: bool = False) -> LabelerQuality:

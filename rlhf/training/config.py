@@ -293,7 +293,11 @@ class PPOConfig(_Config):
     )
     static_cache: bool = _help("Engine hf: a static KV cache (cache_implementation='static'), for CUDA.", False)
     vllm_gpu_memory_utilization: float = _help("Engine vllm: share of GPU memory vLLM may take.", 0.3)
-    save_every: int = _help("Write a resumable checkpoint every this many steps; 0 at end only.", 0)
+    save_every: int = _help(
+        "Write a resumable checkpoint every this many steps (a run whose worker dies resumes from it); "
+        "0: none until the end.",
+        10,
+    )
     num_sample_rows: int = _help("Prompt/response/reward rows kept in the result.", 8)
     seed: int = _help("Random seed (recorded on the result).", 42)
 

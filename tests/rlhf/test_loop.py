@@ -211,34 +211,45 @@ def test_the_whole_chain_with_a_real_worker(sft_path, tmp_path, settings):
 
 
 @needs_services
-def test_a_killed_worker_leaves_the_run_failed_and_nothing_promoted(sft_path, tmp_path, settings):
+def test_a_killed_worker_s_run_is_queued_again_and_resumes_on_another_worker(sft_path, tmp_path, settings):
     settings.ARTIFACTS_ROOT = tmp_path / "artifacts"
-    project, sft = _project_with_rankings(sft_path, n_prompts=8)
-    reward_dir = tmp_path / "rm"
+    project, _ = _project_with_rankings(sft_path, n_prompts=8)
     from rlhf.training.tiny import build_tiny_reward_model
 
-    reward = model_version_register(
-        project=project, kind="reward", name="rm", path=build_tiny_reward_model(reward_dir), promote=True
+    model_version_register(
+        project=project, kind="reward", name="rm", path=build_tiny_reward_model(tmp_path / "rm"), promote=True
     )
-    LoopSettings.objects.filter(project=project).update(ppo_config={**TINY_PPO, "total_episodes": 4000})
+    LoopSettings.objects.filter(project=project).update(
+        ppo_config={**TINY_PPO, "total_episodes": 8 * 6, "save_every": 1}
+    )
     worker = _start_worker(tmp_path, "victim")
     try:
         run = training_run_start(project=project, kind="ppo")
-        _wait(lambda: TrainingRun.objects.get(pk=run.pk).progress_step >= 1, 180, tmp_path / "victim.log")
+        _wait(lambda: TrainingRun.objects.get(pk=run.pk).progress_step >= 2, 180, tmp_path / "victim.log")
     finally:
         _stop(worker, signal.SIGKILL)
     run.refresh_from_db()
-    assert run.status == RunStatus.RUNNING  # the worker died mid-run
+    assert (run.status, run.attempts) == (RunStatus.RUNNING, 1)  # the worker died mid-run
+    checkpoint = Path(settings.ARTIFACTS_ROOT, f"project-{project.pk}", f"ppo-run-{run.pk}", "work", "checkpoint.pt")
+    assert checkpoint.exists()
     settings.TRAINING_HEARTBEAT_TIMEOUT_S = 0
     time.sleep(0.1)
     assert training_runs_reap() == 1
     run.refresh_from_db()
-    assert run.status == RunStatus.FAILED
-    assert run.error.startswith("The worker stopped reporting at ")
-    assert run.output_version_id is None
-    assert ModelVersion.objects.filter(project=project, kind="policy", state="promoted").get() == sft
-    assert ModelVersion.objects.filter(project=project, kind="reward", state="promoted").get() == reward
-    assert not Path(settings.ARTIFACTS_ROOT, f"project-{project.pk}", f"ppo-run-{run.pk}", "model").exists()
+    assert run.status == RunStatus.QUEUED and run.celery_task_id  # sent again
+    assert "queued again to resume" in run.log_tail
+    settings.TRAINING_HEARTBEAT_TIMEOUT_S = 600
+    rescuer = _start_worker(tmp_path, "rescuer")
+    try:
+        _wait(lambda: TrainingRun.objects.get(pk=run.pk).is_finished, 300, tmp_path / "rescuer.log")
+    finally:
+        _stop(rescuer)
+    run.refresh_from_db()
+    assert (run.status, run.attempts) == (RunStatus.SUCCEEDED, 2), run.error[-2000:]
+    # The second attempt went on from the checkpoint: no step twice, and all 6 done.
+    steps = [step for step, _ in run.metrics["ppo/kl"]]
+    assert steps == sorted(set(steps)) and steps[-1] == 6
+    assert not checkpoint.parent.exists()  # the work folder became the model
 
 
 @pytest.mark.django_db

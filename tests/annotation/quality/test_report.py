@@ -107,27 +107,36 @@ def test_refresh_stores_once_and_the_api_says_how_fresh(worked, client_for, ml_e
     assert client_for(labeler).get(f"/api/v1/projects/{worked.pk}/agreement/").status_code == 403
 
 
-def test_a_submit_schedules_the_refresh_on_a_worker(settings, django_capture_on_commit_callbacks, labeler):
-    from django.core.cache import cache
+def test_the_beat_sweep_refreshes_projects_with_new_rankings_without_delayed_messages(settings, labeler, monkeypatch):
+    from annotation.quality.services import agreement_refresh_due
+    from annotation.tasks import agreement_refresh_sweep
 
-    cache.clear()
     settings.QUALITY_REFRESH_ON_SUBMIT = True
     settings.CELERY_TASK_ALWAYS_EAGER = True
     from config.celery import app
 
     app.conf.task_always_eager = True
+    sent: list[dict] = []
+    original = app.send_task
+    monkeypatch.setattr(app, "send_task", lambda *a, **k: sent.append(k) or original(*a, **k))
     try:
         project = ProjectFactory(k=2, overlap=1)
+        idle = ProjectFactory(k=2, overlap=1)
         response_set_create(project=project)
-        with django_capture_on_commit_callbacks(execute=True):
-            _rank(
-                project,
-                labeler,
-                {
-                    "Answer 0 to " + project.prompts.get().external_id: 1,
-                    "Answer 1 to " + project.prompts.get().external_id: 2,
-                },
-            )
+        _rank(
+            project,
+            labeler,
+            {
+                "Answer 0 to " + project.prompts.get().external_id: 1,
+                "Answer 1 to " + project.prompts.get().external_id: 2,
+            },
+        )
+        assert agreement_refresh_due() == [project.pk]  # not the project without rankings
+        assert agreement_refresh_sweep() == 1
         assert AgreementReport.objects.filter(project=project).count() == 1
+        assert AgreementReport.objects.filter(project=idle).count() == 0
+        assert agreement_refresh_due() == []  # fresh now: the next sweep sends nothing
+        assert agreement_refresh_sweep() == 0
+        assert all("countdown" not in k and "eta" not in k for k in sent)
     finally:
         app.conf.task_always_eager = False

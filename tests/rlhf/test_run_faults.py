@@ -1,0 +1,224 @@
+"""Background work that survives faults: a run the broker could not take is sent again, a dead
+worker's run is queued again (then failed after TRAINING_MAX_ATTEMPTS, its work folder removed),
+a stale attempt cannot overwrite the run, the heartbeat beats on its own, a broker that is down
+is a 503 and the worker outlives a broker outage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from rlhf import services
+from rlhf.models import RunStatus, TrainingRun
+from rlhf.services import model_version_register, training_run_start, training_runs_reap, training_runs_resend
+from tests.factories import ProjectFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def project(tiny_models):
+    project = ProjectFactory()
+    model_version_register(
+        project=project, kind="policy", name="sft", path=tiny_models["policy"], is_reference=True, promote=True
+    )
+    return project
+
+
+@pytest.fixture
+def broker():
+    """Point the app at a broker that is down (``down()``); the real one is back after the test."""
+    from config.celery import app
+
+    saved = {key: app.conf[key] for key in ("broker_url", "task_always_eager")}
+
+    class Broker:
+        @staticmethod
+        def down() -> None:
+            app.conf.update(broker_url="redis://127.0.0.1:9/0", task_always_eager=False)  # nothing on port 9
+
+        @staticmethod
+        def up() -> None:
+            app.conf.update(saved)
+
+    yield Broker
+    app.conf.update(saved)
+
+
+@pytest.mark.django_db
+def test_a_run_start_while_the_broker_is_down_is_a_503_and_saves_nothing(
+    client_for, ml_engineer, project, monkeypatch, broker
+):
+    broker.down()
+    response = client_for(ml_engineer).post(f"/api/v1/projects/{project.pk}/runs/", {"kind": "generate"}, format="json")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "10"
+    body = response.json()
+    assert body["code"] == "unavailable"
+    assert body["detail"].startswith("The task queue is unreachable (")
+    assert body["detail"].endswith("); nothing was started. Retry in a moment.")
+    assert TrainingRun.objects.count() == 0
+    broker.up()  # back: the next start is accepted
+    monkeypatch.setattr(services, "_broker_problem", lambda: None)  # (no broker process in this test)
+    monkeypatch.setattr(services, "_enqueue", lambda run_id: True)
+    again = client_for(ml_engineer).post(f"/api/v1/projects/{project.pk}/runs/", {"kind": "generate"}, format="json")
+    assert again.status_code == 201, again.json()
+
+
+@pytest.mark.django_db
+def test_a_run_the_broker_did_not_take_is_sent_again_by_beat(project, monkeypatch, settings, broker):
+    monkeypatch.setattr(services, "_broker_problem", lambda: None)  # up at the check, gone at the send
+    broker.down()
+    run = training_run_start(project=project, kind="generate")
+    assert services._enqueue(run.pk) is False  # what the commit hook ran: logged, not raised
+    run.refresh_from_db()
+    assert (run.status, run.celery_task_id) == (RunStatus.QUEUED, "")
+    settings.TRAINING_RESEND_AFTER_S = 0
+    sent: list[int] = []
+
+    class Result:
+        id = "task-1"
+
+    broker.up()
+    monkeypatch.setattr("rlhf.tasks.train_run.apply_async", lambda args, **kw: sent.append(args[0]) or Result())
+    assert training_runs_resend() == 1
+    run.refresh_from_db()
+    assert sent == [run.pk] and run.celery_task_id == "task-1"
+    assert training_runs_resend() == 0  # sent once
+
+
+def _stale(project, *, attempts: int) -> TrainingRun:
+    return TrainingRun.objects.create(
+        project=project,
+        kind="ppo",
+        config={},
+        status=RunStatus.RUNNING,
+        attempts=attempts,
+        heartbeat_at=timezone.now() - timedelta(hours=1),
+    )
+
+
+@pytest.mark.django_db
+def test_the_reaper_queues_a_dead_run_again_then_fails_it_and_cleans_its_work(project, monkeypatch, settings):
+    settings.TRAINING_MAX_ATTEMPTS = 2
+    settings.ARTIFACTS_ROOT = Path(settings.ARTIFACTS_ROOT).parent / f"reap-{os.getpid()}"
+    sent: list[int] = []
+    monkeypatch.setattr(services, "_enqueue", lambda run_id: sent.append(run_id) or True)
+    first = _stale(project, attempts=1)
+    assert training_runs_reap() == 1
+    first.refresh_from_db()
+    assert first.status == RunStatus.QUEUED and sent == [first.pk]
+    assert first.error.startswith("The worker stopped reporting at ")
+    last = _stale(project, attempts=2)
+    work = services._artifact_dir(last) / "work"
+    work.mkdir(parents=True)
+    (work / "checkpoint.pt").write_bytes(b"half")
+    assert training_runs_reap() == 1
+    last.refresh_from_db()
+    assert last.status == RunStatus.FAILED and sent == [first.pk]
+    assert "failed: worker lost 2 times" in last.log_tail
+    assert not work.exists()
+    shutil.rmtree(settings.ARTIFACTS_ROOT, ignore_errors=True)
+
+
+@pytest.mark.django_db
+def test_an_attempt_that_lost_its_run_cannot_overwrite_it(project):
+    run = _stale(project, attempts=1)
+    TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED)  # the reaper failed it meanwhile
+    assert services._finish(run, RunStatus.SUCCEEDED, "succeeded") is False
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, attempts=2)  # another attempt has it
+    assert services._finish(run, RunStatus.SUCCEEDED, "succeeded") is False
+    run.attempts = 2
+    assert services._finish(run, RunStatus.SUCCEEDED, "succeeded") is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_beats_from_its_own_thread(project, settings):
+    settings.TRAINING_HEARTBEAT_EVERY_S = 0.05
+    run = _stale(project, attempts=1)
+    before = run.heartbeat_at
+    beat = services._Heartbeat(run)
+    beat.start()
+    time.sleep(0.5)  # the main thread does nothing: no progress report
+    beat.stop()
+    beat.join(5)
+    run.refresh_from_db()
+    assert run.heartbeat_at > before + timedelta(minutes=59)
+    TrainingRun.objects.filter(pk=run.pk).update(attempts=2)  # a beat for another attempt changes nothing
+    stale = services._Heartbeat(run)
+    stale.start()
+    time.sleep(0.3)
+    stale.stop()
+    stale.join(5)
+    frozen = TrainingRun.objects.get(pk=run.pk).heartbeat_at
+    assert frozen == run.heartbeat_at
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _redis(port: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return server
+        time.sleep(0.1)
+    raise AssertionError("redis-server did not start")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_the_worker_outlives_a_broker_outage(tmp_path):
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    broker = _redis(port)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+    env.update(REDIS_URL=url, CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url, VAR_DIR=str(tmp_path / "var"))
+    env.update(PYTHONPATH=str(ROOT), DJANGO_SETTINGS_MODULE="config.settings")
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default", "--pool", "solo",
+         "--without-gossip", "--without-mingle", "-n", "outage@%h"],
+        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    ping = [
+        sys.executable,
+        "-c",
+        "from config.celery import app; print(app.send_task('annotation.tasks.ping').get(timeout=60))",
+    ]
+    try:
+        first = subprocess.run(ping, env=env, cwd=ROOT, capture_output=True, text=True, timeout=90)
+        assert first.stdout.strip() == "pong", first.stderr[-2000:]
+        broker.terminate()
+        broker.wait(10)
+        time.sleep(20)  # the outage
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+        broker = _redis(port)
+        after = subprocess.run(ping, env=env, cwd=ROOT, capture_output=True, text=True, timeout=90)
+        assert after.stdout.strip() == "pong", (tmp_path / "worker.log").read_text()[-3000:]
+        assert worker.poll() is None
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(30)
+        broker.terminate()
+        broker.wait(10)
