@@ -223,6 +223,7 @@ def training_run_start(
         base = {**loop.ppo_config, "response_length": loop.max_response_tokens}
         run_inputs = {"policy": policy, "reference": reference, "reward_model": reward}
     validated = _validated_config(kind, base, config or {})
+    _fit_lengths(kind, validated, explicit=_deep_merge(base, config or {}), models=list(run_inputs.values()))
     if kind == RunKind.PPO and validated["ptx_coef"] > 0 and not loop.sft_data_path:
         raise ApplicationError(PTX_WITHOUT_SFT.format(field="config.ptx_coef"), code="invalid_config")
     problem = _broker_problem()
@@ -236,6 +237,44 @@ def training_run_start(
     # with no task id and beat sends it again (training_runs_resend).
     transaction.on_commit(lambda: _enqueue(run_id))
     return run
+
+
+def _fit_lengths(kind: str, validated: dict[str, Any], *, explicit: dict[str, Any], models: list[Any]) -> None:
+    """Token lengths against the positions the run's models hold (read from their configs): a length
+    left at its default is lowered to fit; one set by hand that does not fit is a 400 naming it."""
+    from rlhf.training.checks import model_positions
+
+    known = [
+        (version.name, positions)
+        for version in models
+        if version is not None
+        and (positions := model_positions(version.path, trust_remote_code=version.trust_remote_code)) is not None
+    ]
+    if not known:
+        return
+    name, limit = min(known, key=lambda item: item[1])
+    if kind == RunKind.REWARD:
+        field, fixed = "max_length", 0
+    else:
+        answer = "max_new_tokens" if kind == RunKind.GENERATE else "response_length"
+        field, fixed = "max_prompt_length", int(validated[answer])
+        if fixed >= limit:
+            raise ApplicationError(
+                f"max_response_tokens: {fixed} tokens leave no room for a prompt in the {limit} positions of "
+                f"'{name}' (its config's max_position_embeddings); set the loop setting lower.",
+                code="invalid_config",
+            )
+    room = limit - fixed
+    if validated[field] <= room:
+        return
+    if field in explicit:
+        what = f"{validated[field]}" + (f" + {fixed} response tokens" if fixed else "")
+        raise ApplicationError(
+            f"config.{field}: {what} is more than the {limit} positions of '{name}' (its config's "
+            f"max_position_embeddings); give at most {room}.",
+            code="invalid_config",
+        )
+    validated[field] = room
 
 
 def _broker_problem() -> str | None:

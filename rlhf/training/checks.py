@@ -111,3 +111,22 @@ def _reason(path: str, exc: Exception, wanted: str) -> str:
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     sentence = text.split(". ")[0].rstrip(".")
     return sentence if len(sentence) <= REASON_CHARS else sentence[: REASON_CHARS - 1] + "…"
+
+
+POSITION_FIELDS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+
+
+def model_positions(path: str, *, trust_remote_code: bool = False) -> int | None:
+    """How many token positions the model at ``path`` holds (its config's max_position_embeddings
+    or equal), or None when the config does not say (or cannot be read)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).get_text_config()
+    except Exception:  # registration read it once; a model gone since fails when the run loads it
+        return None
+    for name in POSITION_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

@@ -158,3 +158,35 @@ def test_the_sft_data_file_must_be_under_the_model_roots(roots, tmp_path):
     inside = roots / "sft.jsonl"
     os.replace(outside, inside)
     assert loop_settings_update(project=project, sft_data_path=str(inside)).sft_data_path == str(inside)
+
+
+@pytest.mark.django_db
+def test_token_lengths_are_fitted_to_the_model_or_refused_naming_the_field(tiny_models):
+    from transformers import AutoConfig
+
+    positions = AutoConfig.from_pretrained(tiny_models["policy"]).n_positions
+    project = ProjectFactory()
+    model_version_register(
+        project=project, kind="policy", name="sft", path=tiny_models["policy"], is_reference=True, promote=True
+    )
+    # Left at its default (512), the reward run's length is lowered to what the model holds.
+    run = training_run_start(project=project, kind="reward")
+    assert run.config["max_length"] == positions
+    TrainingRun.objects.all().delete()
+    with pytest.raises(ApplicationError) as exc:
+        training_run_start(project=project, kind="reward", config={"max_length": positions + 1})
+    assert exc.value.message == (
+        f"config.max_length: {positions + 1} is more than the {positions} positions of 'sft' (its config's "
+        f"max_position_embeddings); give at most {positions}."
+    )
+    loop = loop_settings_get(project=project)
+    with pytest.raises(ApplicationError) as exc:
+        training_run_start(project=project, kind="generate", config={"max_prompt_length": positions})
+    assert exc.value.message == (
+        f"config.max_prompt_length: {positions} + {loop.max_response_tokens} response tokens is more than the "
+        f"{positions} positions of 'sft' (its config's max_position_embeddings); give at most "
+        f"{positions - loop.max_response_tokens}."
+    )
+    generate = training_run_start(project=project, kind="generate")
+    assert generate.config["max_prompt_length"] == positions - loop.max_response_tokens
+    assert TrainingRun.objects.count() == 1
