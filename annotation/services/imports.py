@@ -203,10 +203,21 @@ def _parse_messages(value: Any, errors: list[tuple[str, str]], field: str) -> li
             errors.append((f"{field}[{index}].role", f"must be one of {', '.join(CHAT_ROLES)}, got {role!r}"))
         if not isinstance(content, str) or not content.strip():
             errors.append((f"{field}[{index}].content", "must be a non-empty string"))
+        else:
+            _check_length(content, f"{field}[{index}].content", errors)
         messages.append({"role": str(role), "content": str(content)})
     if messages and messages[-1]["role"] != "user":
         errors.append((field, "the last message must be the user's turn"))
     return messages
+
+
+def _check_length(text: str, field: str, errors: list[tuple[str, str]]) -> bool:
+    """Record an error when ``text`` is over IMPORT_MAX_TEXT_CHARS (pages render every stored text)."""
+    limit = settings.IMPORT_MAX_TEXT_CHARS
+    if len(text) > limit:
+        errors.append((field, f"is {len(text):,} characters; at most {limit:,} are accepted"))
+        return True
+    return False
 
 
 def _parse_row(record: Any, *, line: int, project: Project, model_versions: dict[str, ModelVersion]) -> _Row:
@@ -241,6 +252,7 @@ def _parse_row(record: Any, *, line: int, project: Project, model_versions: dict
     elif isinstance(prompt, str):
         if not prompt.strip():
             errors.append(("prompt", "must not be empty"))
+        _check_length(prompt, "prompt", errors)
         text = prompt
     elif isinstance(prompt, list) or chat is not None:
         messages = _parse_messages(
@@ -276,6 +288,8 @@ def _parse_row(record: Any, *, line: int, project: Project, model_versions: dict
         response_text = raw.get("text")
         if not isinstance(response_text, str) or not response_text.strip():
             errors.append((f"{field}.text", "must be a non-empty string"))
+            continue
+        if _check_length(response_text, f"{field}.text", errors):
             continue
         origin = raw.get("origin", ResponseOrigin.IMPORT)
         version = None
@@ -323,6 +337,11 @@ def prompts_import(*, project: Project, content: bytes | str, fmt: str) -> Impor
     seen: dict[str, int] = {}
     bad_lines = 0
     for line, record, problem in records:
+        if len(rows) + bad_lines >= settings.IMPORT_MAX_ROWS:
+            raise ApplicationError(
+                f"file: more than {settings.IMPORT_MAX_ROWS:,} rows; import at most that many per file.",
+                code="too_many_rows",
+            )
         row_errors: list[tuple[str, str]] = []
         if problem:
             row_errors.append(("", problem))

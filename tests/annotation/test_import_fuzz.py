@@ -146,3 +146,22 @@ def test_refused_import_over_the_api_is_a_400(client_for, admin_user):
         "errors": [{"line": 1, "field": "metadata.x", "message": NON_FINITE}],
     }
     assert Prompt.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_import_limits_on_text_and_rows_name_line_and_field(settings):
+    settings.IMPORT_MAX_TEXT_CHARS = 50
+    settings.IMPORT_MAX_ROWS = 2
+    project = ProjectFactory(k=2)
+    long_row = json.dumps({"external_id": "a", "prompt": "p" * 51, "responses": ["ok", "r" * 60]})
+    with pytest.raises(ApplicationError) as exc:
+        prompts_import(project=project, content=long_row + "\n", fmt="jsonl")
+    assert [(e["line"], e["field"], e["message"]) for e in exc.value.errors] == [
+        (1, "prompt", "is 51 characters; at most 50 are accepted"),
+        (1, "responses[1].text", "is 60 characters; at most 50 are accepted"),
+    ]
+    rows = "".join(json.dumps({"external_id": str(i), "prompt": "p"}) + "\n" for i in range(3))
+    with pytest.raises(ApplicationError) as exc:
+        prompts_import(project=project, content=rows, fmt="jsonl")
+    assert exc.value.message == "file: more than 2 rows; import at most that many per file."
+    assert Prompt.objects.filter(project=project).count() == 0
