@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from frontend.views.accounts import PasswordResetView
+
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("annotation.urls")),  # first: it holds the labeling routes
     path("", include("labelers.urls")),
@@ -15,6 +17,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
+    path("accounts/password_reset/", PasswordResetView.as_view(), name="password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("frontend.urls")),
 ]
