@@ -108,9 +108,7 @@ class ProjectDetailApi(APIView):
 
     @extend_schema(responses=ProjectOutput)
     def get(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get(project_id=project_id)
-        if user_role(user=request.user) == Role.LABELER and not project.is_active:
-            raise NotFound(f"Project {project_id} not found.")
+        project = selectors.project_get_visible(project_id=project_id, user=request.user)
         return Response(ProjectOutput(project).data)
 
     @extend_schema(request=ProjectInput, responses=ProjectOutput)
@@ -155,7 +153,7 @@ class GuidelineListPublishApi(APIView):
 
     @extend_schema(responses=GuidelineOutput(many=True))
     def get(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get(project_id=project_id)
+        project = selectors.project_get_visible(project_id=project_id, user=request.user)
         return Response(GuidelineOutput(selectors.guideline_list(project=project), many=True).data)
 
     @extend_schema(request=InputSerializer, responses={201: GuidelineOutput})
@@ -172,7 +170,7 @@ class GuidelineDetailApi(APIView):
 
     @extend_schema(responses=GuidelineOutput)
     def get(self, request: Request, project_id: int, version: int) -> Response:
-        project = selectors.project_get(project_id=project_id)
+        project = selectors.project_get_visible(project_id=project_id, user=request.user)
         return Response(GuidelineOutput(selectors.guideline_get(project=project, version=version)).data)
 
 
@@ -186,7 +184,7 @@ class GuidelineAcknowledgeApi(APIView):
         ),
     )
     def post(self, request: Request, project_id: int, version: int) -> Response:
-        project = selectors.project_get(project_id=project_id)
+        project = selectors.project_get_visible(project_id=project_id, user=request.user)
         guideline = selectors.guideline_get(project=project, version=version)
         ack = services.guideline_acknowledge(guideline=guideline, user=request.user)
         return Response({"version": guideline.version, "acknowledged_at": ack.acknowledged_at})

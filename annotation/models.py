@@ -313,8 +313,13 @@ class Ranking(models.Model):
     """One labeler's submitted order over a response set: the source of truth for comparisons."""
 
     assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT, related_name="ranking")
-    # No single-column indexes: (response_set, labeler) and (labeler, idempotency_key) lead with these.
+    # No single-column indexes: (response_set, labeler) and (labeler, project, idempotency_key) lead
+    # with these; the project's would only be read when a project is deleted, which the sets' PROTECT
+    # refuses first anyway.
     response_set = models.ForeignKey(ResponseSet, on_delete=models.PROTECT, related_name="rankings", db_index=False)
+    # The set's project, copied: idempotency keys are unique per labeler and project, and a unique
+    # constraint cannot reach through the set. Written by ``ranking_submit`` only.
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+", db_index=False)
     labeler = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="rankings", db_index=False
     )
@@ -334,7 +339,9 @@ class Ranking(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.UniqueConstraint(fields=["labeler", "idempotency_key"], name="ranking_unique_idempotency_key"),
+            models.UniqueConstraint(
+                fields=["labeler", "project", "idempotency_key"], name="ranking_unique_idempotency_key"
+            ),
             models.UniqueConstraint(fields=["response_set", "labeler"], name="ranking_unique_labeler_set"),
         ]
 

@@ -24,6 +24,8 @@ from annotation.models import (
 )
 from config import db
 from config.exceptions import NotFound
+from labelers.models import Role
+from labelers.selectors import user_role
 from labelers.types import AuthUser
 
 
@@ -50,6 +52,15 @@ def project_get(*, project_id: int) -> Project:
     project, end = db.instance(Project, row)
     if project.current_guideline_id is not None:
         project.current_guideline, _ = db.instance(Guideline, row, end)
+    return project
+
+
+def project_get_visible(*, project_id: int, user: AuthUser) -> Project:
+    """``project_get`` under the rule of who may see it: labelers see active projects only, and an
+    inactive one is not found for them, with everything under it (its guidelines among them)."""
+    project = project_get(project_id=project_id)
+    if not project.is_active and user_role(user=user) == Role.LABELER:
+        raise NotFound(f"Project {project_id} not found.")
     return project
 
 

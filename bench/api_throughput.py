@@ -267,6 +267,7 @@ def _seed(*, labelers: int, sets: int) -> tuple[int, list[str]]:
     from annotation.services import guideline_acknowledge, project_create, prompts_import
     from labelers.models import Role
     from labelers.services import user_create
+    from labelers.tokens import api_token_create
 
     admin = user_create(username="bench-admin", password=None, role=Role.ADMIN)
     project = project_create(
@@ -293,7 +294,7 @@ def _seed(*, labelers: int, sets: int) -> tuple[int, list[str]]:
     for i in range(labelers):
         user = user_create(username=f"labeler-{i:03d}", password=None, role=Role.LABELER)
         guideline_acknowledge(guideline=project.current_guideline, user=user)
-        tokens.append(user.auth_token.key)
+        tokens.append(api_token_create(user=user)[1])
     return project.pk, tokens
 
 

@@ -99,6 +99,9 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# API tokens (labelers.tokens): stored hashed, valid this many days, ended by a password change.
+API_TOKEN_TTL_DAYS = env.int("API_TOKEN_TTL_DAYS", default=30)
+
 # Brute-force protection (django-axes) for every password login: the API token endpoint, the
 # login pages and the Django admin. AXES_FAILURE_LIMIT wrong passwords for one username from one
 # address lock that pair for AXES_COOLOFF_MINUTES; the answer is 429.
@@ -224,6 +227,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.schema.add_error_responses"],
     "ENUM_NAME_OVERRIDES": {"ModelKindEnum": "rlhf.models.ModelKind", "RunKindEnum": "rlhf.models.RunKind"},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

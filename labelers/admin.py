@@ -1,6 +1,7 @@
 from django.contrib import admin
+from django.http import HttpRequest
 
-from labelers.models import LabelerProfile
+from labelers.models import ApiToken, LabelerProfile
 
 
 @admin.register(LabelerProfile)
@@ -8,3 +9,20 @@ class LabelerProfileAdmin(admin.ModelAdmin):
     list_display = ("user", "role", "status", "created_at")
     list_filter = ("role", "status")
     search_fields = ("user__username", "user__email")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens can be looked at and revoked (deleted) here; they are issued only through the API,
+    which is the one place their secret is ever shown."""
+
+    list_display = ("prefix", "user", "name", "created_at", "expires_at", "last_used_at")
+    search_fields = ("user__username", "prefix", "name")
+    readonly_fields = ("user", "name", "prefix", "created_at", "expires_at", "last_used_at")
+    exclude = ("digest", "password_fingerprint")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        return False

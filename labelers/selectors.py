@@ -1,11 +1,13 @@
-"""Reads about people: roles and status."""
+"""Reads about people: roles, status and API tokens."""
 
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from labelers.models import Role
+from labelers.models import ApiToken, Role
+from labelers.tokens import api_token_live
 from labelers.types import AuthUser
 
 User = get_user_model()
@@ -28,3 +30,8 @@ def user_list(*, role: str | None = None) -> QuerySet:
     if role:
         qs = qs.filter(profile__role=role)
     return qs
+
+
+def api_token_list(*, user: AuthUser) -> QuerySet[ApiToken]:
+    """``user``'s tokens that still work, newest first."""
+    return ApiToken.objects.filter(api_token_live(user=user, now=timezone.now())).order_by("-created_at", "-pk")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
-from config.exceptions import ApplicationError
+from config.exceptions import ApplicationError, Conflict
 from labelers.models import LabelerProfile, LabelerStatus, Role
 from labelers.types import AuthUser
 
@@ -30,27 +29,56 @@ def user_create(
         user.set_unusable_password()
     user.save()
     LabelerProfile.objects.create(user=user, role=role)
-    Token.objects.create(user=user)
     return user
+
+
+def _is_active_admin(*, user: AuthUser, role: str, status: str) -> bool:
+    return bool(user.is_active) and role == Role.ADMIN and status == LabelerStatus.ACTIVE
+
+
+def _check_not_last_admin(*, user: AuthUser) -> None:
+    """Raise when no other active admin would remain, for then nobody could manage users or
+    projects. The active admins' profiles are locked first, so that two admins demoting each other
+    at once cannot both pass."""
+    admins = LabelerProfile.objects.filter(role=Role.ADMIN, status=LabelerStatus.ACTIVE, user__is_active=True)
+    locked = admins.select_for_update(of=("self",)).order_by("pk").values_list("user_id", flat=True)
+    others = any(user_id != user.pk for user_id in locked)
+    # A superuser without a profile is an admin too (``labelers.selectors.user_role``).
+    others = others or User.objects.filter(is_active=True, is_superuser=True, profile__isnull=True).exists()
+    if not others:
+        raise Conflict(
+            f"'{user.get_username()}' is the only active admin; make another user an admin before "
+            "demoting or pausing them.",
+            code="last_admin",
+        )
 
 
 @transaction.atomic
 def user_update(
     *, user: AuthUser, role: str | None = None, status: str | None = None, status_reason: str | None = None
 ) -> AuthUser:
-    """Change a user's role or working status (pause / reactivate)."""
-    profile, _ = LabelerProfile.objects.select_for_update().get_or_create(user=user)
+    """Change a user's role or working status (pause / reactivate). The last active admin cannot be
+    demoted or paused (409 ``last_admin``)."""
+    if role is not None and role not in Role.values:
+        raise ApplicationError(f"role: '{role}' is not one of {', '.join(Role.values)}.", code="invalid_role")
+    if status is not None and status not in LabelerStatus.values:
+        raise ApplicationError(
+            f"status: '{status}' is not one of {', '.join(LabelerStatus.values)}.", code="invalid_status"
+        )
+    # A superuser without a profile is an admin: the profile made for them must not demote them.
+    default_role = Role.ADMIN if user.is_superuser else Role.LABELER
+    profile, _ = LabelerProfile.objects.select_for_update().get_or_create(user=user, defaults={"role": default_role})
+    new_role = role if role is not None else profile.role
+    new_status = status if status is not None else profile.status
+    if _is_active_admin(user=user, role=profile.role, status=profile.status) and not _is_active_admin(
+        user=user, role=new_role, status=new_status
+    ):
+        _check_not_last_admin(user=user)
     if role is not None:
-        if role not in Role.values:
-            raise ApplicationError(f"role: '{role}' is not one of {', '.join(Role.values)}.", code="invalid_role")
         profile.role = role
         user.is_staff = role == Role.ADMIN or user.is_superuser
         user.save(update_fields=["is_staff"])
     if status is not None:
-        if status not in LabelerStatus.values:
-            raise ApplicationError(
-                f"status: '{status}' is not one of {', '.join(LabelerStatus.values)}.", code="invalid_status"
-            )
         profile.status = status
         profile.status_reason = status_reason or ""
     profile.save()

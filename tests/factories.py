@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import factory
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
 from annotation.models import Project, Prompt, Response, ResponseSet, ResponseSetItem
 from labelers.models import LabelerProfile, Role
@@ -26,7 +25,6 @@ class UserFactory(factory.django.DjangoModelFactory):
         LabelerProfile.objects.create(user=self, role=extracted or Role.LABELER)
         self.is_staff = (extracted or Role.LABELER) == Role.ADMIN
         self.save()
-        Token.objects.create(user=self)
 
 
 class ProjectFactory(factory.django.DjangoModelFactory):

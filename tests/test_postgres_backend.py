@@ -9,11 +9,11 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotation.services import assignment_lease_next, ranking_submit
 from labelers.models import Role
+from labelers.tokens import api_token_create
 from tests.conftest import postgres_only
 from tests.factories import ProjectFactory, UserFactory, response_set_create
 
@@ -55,7 +55,7 @@ def test_a_request_after_the_server_dropped_the_connection_is_answered(settings)
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 60
     user = UserFactory(role=Role.LABELER)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)[1]}")
     assert client.get("/api/v1/me/").status_code == 200
     connection.ensure_connection()
     _terminate_my_backend()

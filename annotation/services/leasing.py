@@ -46,15 +46,21 @@ from labelers.types import AuthUser
 LEASE_ATTEMPTS = 20
 
 
+def labeler_work_check(*, status: str | None, status_reason: str, project: Project) -> None:
+    """Raise unless a labeler with ``status`` may work on ``project`` now: the one rule that lease,
+    submit and skip all apply, so that a pause or a deactivation stops all three alike."""
+    if status != LabelerStatus.ACTIVE:
+        reason = f" ({status_reason})" if status_reason else ""
+        raise ApplicationError(f"Your account is paused{reason}.", code="labeler_paused", status=403)
+    if not project.is_active:
+        raise Conflict(f"Project '{project.name}' is not active.", code="project_inactive")
+
+
 def _check_labeler(*, user: AuthUser, project: Project) -> None:
     profile = getattr(user, "profile", None)
     if profile is None or profile.role != Role.LABELER:
         raise ApplicationError("Only labelers take items.", code="not_a_labeler", status=403)
-    if profile.status != LabelerStatus.ACTIVE:
-        reason = f" ({profile.status_reason})" if profile.status_reason else ""
-        raise ApplicationError(f"Your account is paused{reason}.", code="labeler_paused", status=403)
-    if not project.is_active:
-        raise Conflict(f"Project '{project.name}' is not active.", code="project_inactive")
+    labeler_work_check(status=profile.status, status_reason=profile.status_reason, project=project)
     quality = labeler_quality_get(project=project, labeler=user) if project.qualification_items else None
     if quality is not None and quality.qualification == QualificationState.FAILED and not quality.override:
         raise ApplicationError(
@@ -267,12 +273,24 @@ def assignment_skip(*, assignment_id: int, labeler: AuthUser, reason: str) -> As
         raise ApplicationError("reason: say why you skip this item.", code="invalid")
     if text_unstorable(reason):
         raise ApplicationError("reason: must not contain NUL characters or unpaired surrogates.", code="invalid")
-    assignment = Assignment.objects.select_for_update().filter(pk=assignment_id, labeler=labeler).first()
+    # The labeler's status and the project come in the same statement, read when the lock is taken.
+    assignment = (
+        Assignment.objects.select_for_update(of=("self",))
+        .select_related("response_set__project", "labeler__profile")
+        .filter(pk=assignment_id, labeler=labeler)
+        .first()
+    )
     if assignment is None:
         raise NotFound(f"Assignment {assignment_id} not found.")
     if assignment.status == AssignmentStatus.SUBMITTED:
         raise Conflict("This item was already submitted; it cannot be skipped.", code="already_submitted")
-    if assignment.status != AssignmentStatus.SKIPPED:
+    if assignment.status != AssignmentStatus.SKIPPED:  # a repeat of an accepted skip is answered as accepted
+        profile = getattr(assignment.labeler, "profile", None)
+        labeler_work_check(
+            status=profile.status if profile is not None else None,
+            status_reason=profile.status_reason if profile is not None else "",
+            project=assignment.response_set.project,
+        )
         assignment.status = AssignmentStatus.SKIPPED
         assignment.skip_reason = reason.strip()[:1000]
         assignment.finished_at = timezone.now()

@@ -12,6 +12,11 @@ could otherwise see this one lapse, give its slot away, and fill the set past it
 The locked path handles everything else (repeats, leases near or past their end, gold, SQLite): lock
 the set and the assignment, take the time, check, write (the same statement on PostgreSQL, four on
 SQLite), in one transaction, as a lease does.
+
+A paused labeler or an inactive project submits nothing (``leasing.labeler_work_check``, the rule
+a lease applies). The read brings the labeler's status with the assignment, and on PostgreSQL the
+claim checks both again, so a pause committed after the read makes the claim take nothing: the
+submit is refused without writing, never written and then refused.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from itertools import combinations
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Subquery
 from django.utils import timezone
 
 from annotation.models import (
@@ -42,10 +48,11 @@ from annotation.models import (
     TaskMode,
 )
 from annotation.quality.services import agreement_refresh_schedule, gold_result_record
-from annotation.services.leasing import response_set_slots_taken
+from annotation.services.leasing import labeler_work_check, response_set_slots_taken
 from annotation.services.text import text_unstorable
 from config import db
 from config.exceptions import ApplicationError, Conflict, NotFound
+from labelers.models import LabelerProfile, LabelerStatus
 from labelers.types import AuthUser
 
 MAX_COMMENT = 5000
@@ -152,12 +159,12 @@ def _comparison_rows(ranks: dict[int, int]) -> list[tuple[int, int, str, int]]:
 
 
 _RANKING_COLUMNS = (
-    "assignment_id, response_set_id, labeler_id, guideline_id, ranks, display_order, pairwise_choice, scores, "
-    "flags, comment, time_spent_ms, idempotency_key, submitted_late, created_at"
+    "assignment_id, response_set_id, project_id, labeler_id, guideline_id, ranks, display_order, pairwise_choice, "
+    "scores, flags, comment, time_spent_ms, idempotency_key, submitted_late, created_at"
 )
 _RANKING_VALUES = (
-    "%(assignment)s, %(set)s, %(labeler)s, %(guideline)s, %(ranks)s, %(display_order)s, %(choice)s, %(scores)s, "
-    "%(flags)s, %(comment)s, %(time_spent_ms)s, %(key)s, %(late)s, %(now)s"
+    "%(assignment)s, %(set)s, %(project)s, %(labeler)s, %(guideline)s, %(ranks)s, %(display_order)s, %(choice)s, "
+    "%(scores)s, %(flags)s, %(comment)s, %(time_spent_ms)s, %(key)s, %(late)s, %(now)s"
 )
 _COMPARISON_COLUMNS = (
     "ranking_id, response_set_id, labeler_id, response_a_id, response_b_id, outcome, margin, both_bad, created_at"
@@ -177,11 +184,14 @@ def _sql(vendor: str) -> dict[str, str]:
           completed_at = CASE WHEN submitted_count + 1 >= required_count THEN %(now)s ELSE completed_at END
         WHERE id = %(set)s AND NOT is_gold"""
     # Locks (on the locked path) take the set before the assignment, as a lease does: no deadlock.
+    # The labeler's working status comes with the assignment: no statement of its own.
     read = f"""
-        SELECT {db.columns(Assignment, "a")}, {db.columns(ResponseSet, "s")}, {db.columns(Project, "p")}
+        SELECT {db.columns(Assignment, "a")}, {db.columns(ResponseSet, "s")}, {db.columns(Project, "p")},
+               lp.status, lp.status_reason
         FROM {response_set} s
           JOIN {assignment} a ON a.response_set_id = s.id
           JOIN {db.table(Project)} p ON p.id = s.project_id
+          LEFT JOIN {db.table(LabelerProfile)} lp ON lp.user_id = a.labeler_id
         WHERE a.id = %s AND a.labeler_id = %s"""
     if vendor != "postgresql":
         return {
@@ -195,15 +205,18 @@ def _sql(vendor: str) -> dict[str, str]:
             "count": count,
         }
     # One statement: claim the assignment (a lease live past ``live_after``, or one the locked path
-    # let in late), and only if that claimed it, insert the ranking and its comparisons and count
-    # the submission. The pairs arrive as arrays, so the statement is the same for every K and is
-    # prepared once.
+    # let in late) while the labeler is active and the project is too, and only if that claimed it,
+    # insert the ranking and its comparisons and count the submission. The pairs arrive as arrays,
+    # so the statement is the same for every K and is prepared once.
     write = f"""
         WITH claimed AS (
             UPDATE {assignment} SET status = {submitted}, finished_at = %(now)s
             WHERE id = %(assignment)s AND labeler_id = %(labeler)s
               AND ((status = {leased} AND expires_at > %(live_after)s)
                    OR (%(late)s AND status IN ({leased}, {expired})))
+              AND EXISTS (SELECT 1 FROM {db.table(LabelerProfile)} lp
+                          WHERE lp.user_id = %(labeler)s AND lp.status = {db.literal(LabelerStatus.ACTIVE)})
+              AND EXISTS (SELECT 1 FROM {db.table(Project)} p WHERE p.id = %(project)s AND p.is_active)
             RETURNING id),
         ranking AS (
             INSERT INTO {ranking} ({_RANKING_COLUMNS}) SELECT {_RANKING_VALUES} FROM claimed RETURNING id),
@@ -222,6 +235,18 @@ class _Loaded:
     assignment: Assignment
     response_set: ResponseSet
     project: Project
+    labeler_status: str | None  # ``None``: no profile
+    labeler_status_reason: str
+
+    def check_may_work(self) -> None:
+        """Raise unless this labeler may submit on this project now (paused, inactive project)."""
+        labeler_work_check(
+            status=self.labeler_status, status_reason=self.labeler_status_reason or "", project=self.project
+        )
+
+    @property
+    def may_work(self) -> bool:
+        return self.labeler_status == LabelerStatus.ACTIVE and self.project.is_active
 
 
 def _load(*, assignment_id: int, labeler: AuthUser, lock: bool) -> _Loaded | None:
@@ -232,8 +257,8 @@ def _load(*, assignment_id: int, labeler: AuthUser, lock: bool) -> _Loaded | Non
         return None
     assignment, end = db.instance(Assignment, row)
     response_set, end = db.instance(ResponseSet, row, end)
-    project, _ = db.instance(Project, row, end)
-    return _Loaded(assignment, response_set, project)
+    project, end = db.instance(Project, row, end)
+    return _Loaded(assignment, response_set, project, row[end], row[end + 1] or "")
 
 
 @dataclass(frozen=True)
@@ -302,6 +327,7 @@ def _write(
     ranking = Ranking(
         assignment_id=assignment.pk,
         response_set_id=response_set.pk,
+        project_id=response_set.project_id,
         labeler_id=labeler.pk,
         guideline_id=assignment.guideline_id,
         ranks={str(response_id): rank for response_id, rank in sorted(clean.ranks.items())},
@@ -318,6 +344,7 @@ def _write(
     params = {
         "assignment": assignment.pk,
         "set": response_set.pk,
+        "project": response_set.project_id,
         "labeler": labeler.pk,
         "guideline": ranking.guideline_id,
         "ranks": json.dumps(ranking.ranks),
@@ -393,9 +420,9 @@ def ranking_submit(
         with transaction.atomic():
             return _submit_locked(assignment_id=assignment_id, labeler=labeler, key=key, payload=payload)
     except IntegrityError as exc:
-        # The key was used for another ranking of mine (a repeat of an earlier submit, or a
-        # concurrent twin of this one that won the race).
-        previous = Ranking.objects.filter(labeler=labeler, idempotency_key=key).first()
+        # The key was used for another ranking of mine in this project (a repeat of an earlier
+        # submit, or a concurrent twin of this one that won the race).
+        previous = _repeat_of(assignment_id=assignment_id, labeler=labeler, key=key)
         if previous is not None:
             if previous.assignment_id != assignment_id:
                 raise Conflict(
@@ -410,9 +437,19 @@ def ranking_submit(
         raise
 
 
+def _repeat_of(*, assignment_id: int, labeler: AuthUser, key: str) -> Ranking | None:
+    """My ranking with ``key`` in the project of ``assignment_id``, in one statement: keys are
+    scoped to the labeler and the project (the ``ranking_unique_idempotency_key`` constraint)."""
+    if not db.fits_id(assignment_id):
+        return None
+    project = Assignment.objects.filter(pk=assignment_id).values("response_set__project_id")[:1]
+    return Ranking.objects.filter(labeler=labeler, project_id=Subquery(project), idempotency_key=key).first()
+
+
 def _submit_unlocked(*, assignment_id: int, labeler: AuthUser, key: str, payload: dict[str, Any]) -> Ranking | None:
     """The usual submit on PostgreSQL (see the module's docstring); ``None`` sends it down the
-    locked path: not a lease of mine live for ``CLAIM_MARGIN`` more, gold, or claimed meanwhile."""
+    locked path: not a lease of mine live for ``CLAIM_MARGIN`` more, gold, a labeler or project that
+    may not work (the locked path says why), or claimed meanwhile."""
     loaded = _load(assignment_id=assignment_id, labeler=labeler, lock=False)
     now = timezone.now()
     live_after = now + CLAIM_MARGIN
@@ -421,6 +458,7 @@ def _submit_unlocked(*, assignment_id: int, labeler: AuthUser, key: str, payload
         or loaded.assignment.status != AssignmentStatus.LEASED
         or loaded.assignment.expires_at <= live_after
         or loaded.response_set.is_gold
+        or not loaded.may_work
     ):
         return None
     clean = _clean(loaded=loaded, **payload)
@@ -428,8 +466,8 @@ def _submit_unlocked(*, assignment_id: int, labeler: AuthUser, key: str, payload
 
 
 def _submit_locked(*, assignment_id: int, labeler: AuthUser, key: str, payload: dict[str, Any]) -> tuple[Ranking, bool]:
-    previous = Ranking.objects.filter(labeler=labeler, idempotency_key=key).first()
-    if previous is not None:  # a repeat: the key decides before anything else
+    previous = _repeat_of(assignment_id=assignment_id, labeler=labeler, key=key)
+    if previous is not None:  # a repeat: the key decides before anything else, even a pause since
         if previous.assignment_id != assignment_id:
             raise Conflict("idempotency_key: already used for another assignment.", code="idempotency_key_reused")
         return previous, False
@@ -444,6 +482,7 @@ def _submit_locked(*, assignment_id: int, labeler: AuthUser, key: str, payload: 
         raise Conflict("This item was already submitted.", code="already_submitted")
     if assignment.status == AssignmentStatus.SKIPPED:
         raise Conflict("This item was skipped; it cannot be submitted.", code="already_skipped")
+    loaded.check_may_work()
 
     # Validate the payload before the slot check so a bad payload always says what is wrong.
     clean = _clean(loaded=loaded, **payload)
@@ -461,7 +500,12 @@ def _submit_locked(*, assignment_id: int, labeler: AuthUser, key: str, payload: 
                 code="lease_expired",
             )
     written = _write(loaded=loaded, labeler=labeler, key=key, clean=clean, now=now, live_after=now, late=late)
-    if written is None:  # the assignment and its set are locked: nothing else can have claimed it
+    if written is None:
+        # The assignment and its set are locked, so only a pause or a deactivation committed since
+        # the read makes the claim take nothing (PostgreSQL): refuse, as if it had come first.
+        fresh = _load(assignment_id=assignment_id, labeler=labeler, lock=False)
+        if fresh is not None:
+            fresh.check_may_work()
         raise RuntimeError(f"assignment {assignment.pk} could not be claimed under its lock")
     if response_set.is_gold:
         gold_result_record(

@@ -12,6 +12,7 @@ from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation import selectors, services
@@ -58,7 +59,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @role_required(Role.LABELER)
 @require_http_methods(["GET", "POST"])
 def guideline_acknowledge(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = selectors.project_get(project_id=project_id)
+    project = selectors.project_get_visible(project_id=project_id, user=current_user(request))
     guideline = project.current_guideline
     if guideline is None:
         return redirect("frontend:work", project_id=project.pk)
@@ -134,14 +135,26 @@ def work(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(request, "frontend/labeling/work.html", context)
 
 
-def _next_item_json(request: HttpRequest, project: Project, **extra: Any) -> JsonResponse:
+def _next_item_json(request: HttpRequest, project: Project, *, done: str, **extra: Any) -> JsonResponse:
+    """The answer to an accepted submit or skip (``done`` says which): the next item's HTML. The
+    action was accepted whatever happens to the next lease, so the answer is always a success: a
+    refused lease (a pause, a deactivated project, a failed qualification) is shown in place of the
+    next item, and the page drops its draft instead of offering to send it again."""
     try:
         assignment = _lease(request, project)
     except ApplicationError as exc:
         if exc.code == "guideline_not_acknowledged":
             url = reverse("frontend:guideline_ack", kwargs={"project_id": project.pk})
             return JsonResponse({"redirect": url, "detail": exc.message, **extra})
-        return JsonResponse({**exc.as_body(), **extra}, status=exc.status)
+        html = format_html(
+            '<section id="item" class="item" data-assignment-id=""><div class="done" id="no-next-item">'
+            '<h1>{}</h1><p class="error-text" role="alert">{}</p>'
+            '<a class="button primary" href="{}">Back to my projects</a></div></section>',
+            done,
+            exc.message,
+            reverse("frontend:home"),
+        )
+        return JsonResponse({"html": html, "assignment_id": None, "detail": exc.message, "code": exc.code, **extra})
     context = _item_context(project=project, labeler=current_user(request), assignment=assignment)
     html = render_to_string("frontend/labeling/_item.html", context, request=request)
     return JsonResponse({"html": html, "assignment_id": assignment.pk if assignment else None, **extra})
@@ -171,7 +184,9 @@ def submit(request: HttpRequest, assignment_id: int) -> JsonResponse:
     if not created:
         logger.info("repeat submit of assignment %s answered with ranking %s", assignment_id, ranking.pk)
     project = assignment.response_set.project
-    return _next_item_json(request, project, submitted=assignment.pk, ranking_id=ranking.pk)
+    return _next_item_json(
+        request, project, done="Your ranking was saved.", submitted=assignment.pk, ranking_id=ranking.pk
+    )
 
 
 @json_role_required(Role.LABELER)
@@ -185,7 +200,7 @@ def skip(request: HttpRequest, assignment_id: int) -> JsonResponse:
         )
     except ApplicationError as exc:
         return error_json(exc)
-    return _next_item_json(request, assignment.response_set.project, skipped=assignment.pk)
+    return _next_item_json(request, assignment.response_set.project, done="Your skip was saved.", skipped=assignment.pk)
 
 
 @require_GET

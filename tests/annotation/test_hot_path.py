@@ -16,7 +16,6 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotation import selectors
@@ -33,6 +32,7 @@ from annotation.services import ranking as ranking_service
 from config import db
 from config.exceptions import ApplicationError
 from labelers.models import Role
+from labelers.tokens import api_token_create
 from tests.factories import ProjectFactory, PromptFactory, UserFactory, response_set_create
 
 pytestmark = pytest.mark.django_db
@@ -89,7 +89,7 @@ def test_lease_and_submit_run_a_fixed_number_of_statements(setup):
 def test_api_lease_and_submit_with_a_token_are_six_and_three_statements(setup):
     project, labeler = setup
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get(user=labeler).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=labeler)[1]}")
     warm = client.post(f"/api/v1/projects/{project.pk}/assignments/next/").json()
     warm_ranks = {str(r["id"]): 1 for r in warm["responses"]}
     client.post(
@@ -202,7 +202,7 @@ def test_a_submit_body_that_is_not_an_object_is_a_400(setup):
 def test_ids_too_big_for_the_database_are_not_found(setup):
     _, labeler = setup
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get(user=labeler).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=labeler)[1]}")
     big = 10**25
     lease = client.post(f"/api/v1/projects/{big}/assignments/next/")
     assert (lease.status_code, lease.json()["detail"]) == (404, f"Project {big} not found.")
@@ -213,7 +213,7 @@ def test_ids_too_big_for_the_database_are_not_found(setup):
 
 def _client(labeler) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get(user=labeler).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=labeler)[1]}")
     return client
 
 

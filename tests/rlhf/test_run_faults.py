@@ -75,9 +75,15 @@ def test_a_run_start_while_the_broker_is_down_is_a_503_and_saves_nothing(
 
 
 @pytest.mark.django_db
-def test_a_run_the_broker_did_not_take_is_sent_again_by_beat(project, monkeypatch, settings, broker):
+def test_a_run_the_broker_did_not_take_is_sent_again_by_beat(project, monkeypatch, settings):
+    from kombu.exceptions import OperationalError
+
     monkeypatch.setattr(services, "_broker_problem", lambda: None)  # up at the check, gone at the send
-    broker.down()
+
+    def gone(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr("rlhf.tasks.train_run.apply_async", gone)
     run = training_run_start(project=project, kind="generate")
     assert services._enqueue(run.pk) is False  # what the commit hook ran: logged, not raised
     run.refresh_from_db()
@@ -88,7 +94,6 @@ def test_a_run_the_broker_did_not_take_is_sent_again_by_beat(project, monkeypatc
     class Result:
         id = "task-1"
 
-    broker.up()
     monkeypatch.setattr("rlhf.tasks.train_run.apply_async", lambda args, **kw: sent.append(args[0]) or Result())
     assert training_runs_resend() == 1
     run.refresh_from_db()
