@@ -194,7 +194,8 @@ class GuidelineAcknowledgeApi(APIView):
 
 
 class ImportApi(APIView):
-    """Upload JSONL or CSV (multipart ``file``, or a raw body with ``?format=``)."""
+    """Upload JSONL or CSV as multipart ``file``; the format from the ``format`` field, ``?format=``
+    or the file's name."""
 
     permission_classes = [IsAdmin]
     parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]

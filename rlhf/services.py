@@ -18,6 +18,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from annotation.models import Comparison, Project, Prompt, Response, ResponseOrigin
+from annotation.services.text import text_unstorable
 from config.exceptions import ApplicationError, Conflict, Unavailable
 from labelers.types import AuthUser
 from rlhf.data import comparison_rows, prompt_rows, sft_rows_for, sft_rows_from_jsonl, training_prompts
@@ -147,7 +148,22 @@ SERVER_MODEL_FIELDS = {
 }
 
 
+def _unstorable_at(value: Any, path: str) -> tuple[str, str] | None:
+    """(where, what) of the first text in ``value`` the database cannot store, or None."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if found := _unstorable_at(item, f"{path}.{key}") or _unstorable_at(str(key), path):
+                return found
+        return None
+    if isinstance(value, list):
+        return next((f for i, item in enumerate(value) if (f := _unstorable_at(item, f"{path}[{i}]"))), None)
+    problem = text_unstorable(value)
+    return (path, problem) if problem else None
+
+
 def _validated_config(kind: str, base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    if found := _unstorable_at(overrides, "config"):
+        raise ApplicationError(f"{found[0]}: contains {found[1]}.", code="invalid_config")
     model = overrides.get("model")
     for name, why in SERVER_MODEL_FIELDS.items():
         if isinstance(model, dict) and name in model:

@@ -152,3 +152,37 @@ def test_pages_carry_a_content_security_policy_and_the_api_docs_need_no_cdn(admi
     assert "cdn" not in html.lower() and "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
     script = client.get("/api/v1/docs/?script=")
     assert script.status_code == 200 and script["Content-Type"].startswith("application/javascript")
+
+
+@pytest.mark.django_db
+def test_a_nul_in_a_run_config_is_a_400_naming_the_field(client_for, ml_engineer, tiny_models):
+    from rlhf.models import TrainingRun
+    from rlhf.services import model_version_register
+
+    project = ProjectFactory()
+    model_version_register(
+        project=project, kind="policy", name="sft", path=tiny_models["policy"], is_reference=True, promote=True
+    )
+    response = client_for(ml_engineer).post(
+        f"/api/v1/projects/{project.pk}/runs/",
+        {"kind": "reward", "config": {"model": {"dtype": "float\x0032"}}},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"] == "config.model.dtype: contains a NUL character (\\u0000)."
+    assert TrainingRun.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_an_import_takes_its_format_from_the_query(admin_user, client_for):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    project = ProjectFactory(k=2)
+    body = b'{"external_id": "a", "prompt": "Hi", "responses": ["x", "y"]}\n'
+    response = client_for(admin_user).post(
+        f"/api/v1/projects/{project.pk}/import/?format=jsonl",
+        {"file": SimpleUploadedFile("prompts.txt", body)},
+        format="multipart",
+    )
+    assert response.status_code == 201, response.content
+    assert project.prompts.count() == 1
