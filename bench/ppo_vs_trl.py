@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,6 +120,7 @@ def main() -> None:
         rollout_engine=args.engine,
         device=args.device,
         seed=1,
+        save_every=0,  # no checkpoints: trl's runner writes none either
     )
     tokenizer = build_tiny_tokenizer()
     spec = {
@@ -155,8 +157,15 @@ def main() -> None:
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     def run_ours(index: int) -> dict:
-        # Same settings; timed over the PPO steps alone, as trl's side is.
+        # Same settings; timed by the wall clock from the start of the first PPO step to the end of the
+        # last (everything between steps included), as trl's side is from on_train_begin to its last step.
         history: list[dict] = []
+        ends: list[float] = []
+
+        def progress(step: int, total: int, metrics: dict) -> None:
+            ends.append(time.perf_counter())
+            history.append(metrics)
+
         run_ppo(
             config,
             prompts,
@@ -164,11 +173,12 @@ def main() -> None:
             ref_path=policy,
             reward_path=reward,
             output_dir=work / f"ours-{index}",
-            on_progress=lambda s, t, m: history.append(m),
+            on_progress=progress,
         )
         last = history[-1]
+        first_step = config.batch_size / history[0]["ppo/episodes_per_s"]
         return {
-            "loop_seconds": sum(config.batch_size / m["ppo/episodes_per_s"] for m in history),
+            "loop_seconds": ends[-1] - ends[0] + first_step,
             "episodes": int(last["ppo/episode"]),
             "ppo_steps": len(history),
             "rollouts": int(last["ppo/rollouts"]),

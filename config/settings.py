@@ -101,6 +101,8 @@ CONTENT_SECURITY_POLICY = {
 
 # API tokens (labelers.tokens): stored hashed, valid this many days, ended by a password change.
 API_TOKEN_TTL_DAYS = env.int("API_TOKEN_TTL_DAYS", default=30)
+if API_TOKEN_TTL_DAYS < 1:
+    raise ImproperlyConfigured(f"API_TOKEN_TTL_DAYS: must be at least 1, got {API_TOKEN_TTL_DAYS}")
 
 # Brute-force protection (django-axes) for every password login: the API token endpoint, the
 # login pages and the Django admin. AXES_FAILURE_LIMIT wrong passwords for one username from one

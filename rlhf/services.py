@@ -362,9 +362,9 @@ class _Progress:
         if now - self.last_write < PROGRESS_EVERY_S and step < total:
             return
         self.last_write = now
-        TrainingRun.objects.filter(pk=self.run.pk).update(
-            progress_step=step, progress_total=total, metrics=self.series, heartbeat_at=timezone.now()
-        )
+        mine = TrainingRun.objects.filter(pk=self.run.pk, status=RunStatus.RUNNING, attempts=self.run.attempts)
+        if not mine.update(progress_step=step, progress_total=total, metrics=self.series, heartbeat_at=timezone.now()):
+            raise RunCancelled()  # the run was taken from this attempt (reaped, re-queued): stop here
         if TrainingRun.objects.filter(pk=self.run.pk, cancel_requested=True).exists():
             raise RunCancelled()
 
@@ -392,6 +392,18 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
             run.status, run.finished_at = RunStatus.CANCELLED, timezone.now()
             run.save(update_fields=["status", "finished_at"])
             return run
+        if run.status == RunStatus.RUNNING:
+            alive = run.heartbeat_at is not None and run.heartbeat_at > timezone.now() - timedelta(
+                seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_S
+            )
+            if alive:  # a second message for a run an attempt is still beating for: leave it to that one
+                logger.warning("run %s: attempt %s is alive; this delivery does nothing", run.pk, run.attempts)
+                return run
+            if run.attempts >= settings.TRAINING_MAX_ATTEMPTS:
+                run.status, run.finished_at = RunStatus.FAILED, timezone.now()
+                run.error = f"The worker was lost {run.attempts} times; giving up."
+                run.save(update_fields=["status", "finished_at", "error"])
+                return run
         run.status = RunStatus.RUNNING
         run.attempts += 1
         run.started_at = run.started_at or timezone.now()
@@ -424,11 +436,13 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     return run
 
 
-def _finish(run: TrainingRun, status: str, message: str) -> bool:
+def _finish(run: TrainingRun, status: str, message: str, *, heartbeat_at: Any = None) -> bool:
     """End this attempt of the run; False, changing nothing, when the run is no longer this attempt's
-    (the reaper failed or re-queued it, or another attempt took it over)."""
+    (the reaper failed or re-queued it, or another attempt took it over). ``heartbeat_at``: also
+    require that no beat came since (the reaper's view)."""
     finished_at = timezone.now()
-    updated = TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=run.attempts).update(
+    expected = {"heartbeat_at": heartbeat_at} if heartbeat_at is not None else {}
+    updated = TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=run.attempts, **expected).update(
         status=status,
         finished_at=finished_at,
         error=run.error,
@@ -459,11 +473,13 @@ class _Heartbeat(threading.Thread):
 
         try:
             while not self.stopped.wait(settings.TRAINING_HEARTBEAT_EVERY_S):
-                TrainingRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING, attempts=self.attempt).update(
-                    heartbeat_at=timezone.now()
-                )
-        except Exception:  # a database hiccup: the next beat or the progress reports carry on
-            logger.exception("run %s: heartbeat failed", self.run_id)
+                try:
+                    TrainingRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING, attempts=self.attempt).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except Exception:  # a database hiccup (locked, restarting): the next beat tries again
+                    logger.exception("run %s: heartbeat failed", self.run_id)
+                    connection.close()
         finally:
             connection.close()
 
@@ -807,7 +823,7 @@ def training_runs_reap() -> int:
                 count += 1
             continue
         run.error = lost
-        if _finish(run, RunStatus.FAILED, f"failed: worker lost {run.attempts} times"):
+        if _finish(run, RunStatus.FAILED, f"failed: worker lost {run.attempts} times", heartbeat_at=run.heartbeat_at):
             shutil.rmtree(_artifact_dir(run) / "work", ignore_errors=True)
             count += 1
     return count

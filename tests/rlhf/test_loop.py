@@ -220,7 +220,7 @@ def test_a_killed_worker_s_run_is_queued_again_and_resumes_on_another_worker(sft
         project=project, kind="reward", name="rm", path=build_tiny_reward_model(tmp_path / "rm"), promote=True
     )
     LoopSettings.objects.filter(project=project).update(
-        ppo_config={**TINY_PPO, "total_episodes": 8 * 6, "save_every": 1}
+        ppo_config={**TINY_PPO, "total_episodes": 8 * 40, "save_every": 1}
     )
     worker = _start_worker(tmp_path, "victim")
     try:
@@ -246,9 +246,9 @@ def test_a_killed_worker_s_run_is_queued_again_and_resumes_on_another_worker(sft
         _stop(rescuer)
     run.refresh_from_db()
     assert (run.status, run.attempts) == (RunStatus.SUCCEEDED, 2), run.error[-2000:]
-    # The second attempt went on from the checkpoint: no step twice, and all 6 done.
+    # The second attempt went on from the checkpoint: no step twice, and all 40 done.
     steps = [step for step, _ in run.metrics["ppo/kl"]]
-    assert steps == sorted(set(steps)) and steps[-1] == 6
+    assert steps == sorted(set(steps)) and steps[-1] == 40
     assert not checkpoint.parent.exists()  # the work folder became the model
 
 

@@ -227,3 +227,30 @@ def test_the_worker_outlives_a_broker_outage(tmp_path):
         worker.wait(30)
         broker.terminate()
         broker.wait(10)
+
+
+@pytest.mark.django_db
+def test_a_second_delivery_leaves_a_live_attempt_alone_and_a_run_lost_too_often_fails(project, settings):
+    settings.TRAINING_MAX_ATTEMPTS = 2
+    alive = _stale(project, attempts=1)
+    TrainingRun.objects.filter(pk=alive.pk).update(heartbeat_at=timezone.now())
+    assert services.training_run_execute(run_id=alive.pk).attempts == 1  # nothing done
+    alive.refresh_from_db()
+    assert (alive.status, alive.attempts) == (RunStatus.RUNNING, 1)
+    lost = _stale(project, attempts=2)  # redelivered after its worker died a second time
+    done = services.training_run_execute(run_id=lost.pk)
+    assert (done.status, done.attempts) == (RunStatus.FAILED, 2)
+    assert done.error == "The worker was lost 2 times; giving up."
+
+
+@pytest.mark.django_db
+def test_progress_of_an_attempt_that_lost_its_run_stops_it(project):
+    run = _stale(project, attempts=1)
+    progress = services._Progress(run)
+    progress(1, 10, {"ppo/kl": 0.1})  # its own: written
+    assert TrainingRun.objects.get(pk=run.pk).progress_step == 1
+    TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.QUEUED)  # the reaper took it
+    progress.last_write = 0.0
+    with pytest.raises(services.RunCancelled):
+        progress(2, 10, {"ppo/kl": 0.2})
+    assert TrainingRun.objects.get(pk=run.pk).progress_step == 1
