@@ -159,7 +159,7 @@ def agreement_refresh_due() -> list[int]:
     """Active projects with rankings newer than their last agreement report (one query)."""
     if not settings.QUALITY_REFRESH_ON_SUBMIT:
         return []
-    newest = Ranking.objects.filter(response_set__project=OuterRef("pk")).order_by("-id").values("id")[:1]
+    newest = Ranking.objects.filter(project=OuterRef("pk")).order_by("-id").values("id")[:1]
     reported = AgreementReport.objects.filter(project=OuterRef("pk")).order_by("-id").values("last_ranking_id")[:1]
     rows = (
         Project.objects.filter(is_active=True)
