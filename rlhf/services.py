@@ -488,7 +488,10 @@ class _Heartbeat(threading.Thread):
 
 
 def _publish(run: TrainingRun, work_dir: Path, final_dir: Path) -> None:
-    """Move a finished model into place in one rename: a half-written model never has a version."""
+    """Move a finished model into place in one rename: a half-written model never has a version. An
+    attempt that lost its run (reaped, re-queued) stops here instead of replacing the run's model."""
+    if not TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=run.attempts).exists():
+        raise RunCancelled()
     if final_dir.exists():
         shutil.rmtree(final_dir)
     os.replace(work_dir, final_dir)

@@ -254,3 +254,14 @@ def test_progress_of_an_attempt_that_lost_its_run_stops_it(project):
     with pytest.raises(services.RunCancelled):
         progress(2, 10, {"ppo/kl": 0.2})
     assert TrainingRun.objects.get(pk=run.pk).progress_step == 1
+
+
+@pytest.mark.django_db
+def test_an_attempt_that_lost_its_run_does_not_publish_its_model(project, tmp_path):
+    run = _stale(project, attempts=1)
+    work, final = tmp_path / "work", tmp_path / "model"
+    work.mkdir()
+    TrainingRun.objects.filter(pk=run.pk).update(attempts=2)  # another attempt has the run now
+    with pytest.raises(services.RunCancelled):
+        services._publish(run, work, final)
+    assert work.exists() and not final.exists()
