@@ -17,9 +17,10 @@ from rest_framework.views import APIView
 
 from annotation import selectors, services
 from annotation.export import EXPORT_MODES, preferences_export_jsonl
-from annotation.models import PairwiseChoice, Split, TaskMode
+from annotation.models import ImportJob, PairwiseChoice, Split, TaskMode
 from annotation.quality import services as quality_services
 from annotation.quality.selectors import CSV_TABLES, agreement_report_latest, agreement_table_csv
+from annotation.services.import_jobs import import_job_create, import_runs_in_background
 from config.exceptions import ApplicationError, Conflict, NotFound
 from config.jsonsafe import BoundedJSONParser
 from labelers.models import Role
@@ -193,6 +194,24 @@ class GuidelineAcknowledgeApi(APIView):
 # --- data: import, prompts, sets, rankings, comparisons, export -----------------------------------
 
 
+class ImportJobOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id",
+            "project",
+            "status",
+            "file_name",
+            "size",
+            "rows_checked",
+            "summary",
+            "detail",
+            "errors",
+            "created_at",
+            "finished_at",
+        ]
+
+
 class ImportApi(APIView):
     """Upload JSONL or CSV as multipart ``file``; the format from the ``format`` field, ``?format=``
     or the file's name."""
@@ -211,6 +230,7 @@ class ImportApi(APIView):
             )
         },
         responses={
+            202: ImportJobOutput,
             201: inline_serializer(
                 "ImportSummary",
                 {
@@ -218,7 +238,7 @@ class ImportApi(APIView):
                     "responses": serializers.IntegerField(),
                     "response_sets": serializers.IntegerField(),
                 },
-            )
+            ),
         },
     )
     def post(self, request: Request, project_id: int) -> Response:
@@ -232,11 +252,33 @@ class ImportApi(APIView):
             fmt = "csv" if name.endswith(".csv") else "jsonl" if name.endswith((".jsonl", ".json", ".ndjson")) else ""
         if not fmt:
             raise ApplicationError("format: give 'jsonl' or 'csv' (the file name does not say).", code="invalid")
+        if import_runs_in_background(upload.size or 0):
+            job = import_job_create(
+                project=project,
+                content=upload.read(),
+                fmt=str(fmt),
+                file_name=upload.name or "",
+                created_by=request.user,
+            )
+            return Response(ImportJobOutput(job).data, status=status.HTTP_202_ACCEPTED)
         summary = services.prompts_import(project=project, content=upload.read(), fmt=str(fmt))
         return Response(
             {"prompts": summary.prompts, "responses": summary.responses, "response_sets": summary.response_sets},
             status=status.HTTP_201_CREATED,
         )
+
+
+class ImportJobApi(APIView):
+    """A background import (a file over IMPORT_SYNC_MAX_BYTES): poll until succeeded or failed."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(responses=ImportJobOutput)
+    def get(self, request: Request, job_id: int) -> Response:
+        job = ImportJob.objects.filter(pk=job_id).first()
+        if job is None:
+            raise NotFound(f"No import job {job_id}.")
+        return Response(ImportJobOutput(job).data)
 
 
 class PromptOutput(serializers.Serializer):

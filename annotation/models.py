@@ -434,3 +434,38 @@ class ResponseSetConsensus(models.Model):
 
     def __str__(self) -> str:
         return f"consensus of set {self.response_set_id} ({self.source}, {self.confidence:.2f})"
+
+
+class ImportJobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class ImportJob(models.Model):
+    """A large import run by a worker: the uploaded file waits on disk, the outcome is kept here."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    fmt = models.CharField(max_length=8)
+    file_name = models.CharField(max_length=255, blank=True)
+    path = models.CharField(max_length=1000)
+    size = models.PositiveBigIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=ImportJobStatus.choices, default=ImportJobStatus.QUEUED)
+    rows_checked = models.PositiveIntegerField(default=0)
+    summary = models.JSONField(default=dict, blank=True)
+    detail = models.TextField(blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} of project {self.project_id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (ImportJobStatus.SUCCEEDED, ImportJobStatus.FAILED)

@@ -44,3 +44,11 @@ def agreement_refresh_sweep() -> int:
     for project_id in ids:
         agreement_refresh.delay(project_id)
     return len(ids)
+
+
+@shared_task(name="annotation.tasks.import_run", time_limit=3600, soft_time_limit=3540)
+def import_run(job_id: int) -> str:
+    """Run one background import (annotation.services.import_jobs)."""
+    from annotation.services.import_jobs import import_job_run
+
+    return import_job_run(job_id=job_id).status

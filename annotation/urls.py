@@ -21,6 +21,7 @@ urlpatterns = [
         name="guideline-acknowledge",
     ),
     path("projects/<int:project_id>/import/", api.ImportApi.as_view(), name="project-import"),
+    path("import-jobs/<int:job_id>/", api.ImportJobApi.as_view(), name="import-job"),
     path("projects/<int:project_id>/prompts/", api.PromptListApi.as_view(), name="prompt-list"),
     path("projects/<int:project_id>/response-sets/", api.ResponseSetListApi.as_view(), name="response-set-list"),
     path("projects/<int:project_id>/rankings/", api.RankingListApi.as_view(), name="ranking-list"),

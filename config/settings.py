@@ -208,6 +208,8 @@ JSON_MAX_DEPTH = env.int("JSON_MAX_DEPTH", default=32)
 # DATA_UPLOAD_MAX_MEMORY_SIZE is refused before it is read.
 IMPORT_MAX_ROWS = env.int("IMPORT_MAX_ROWS", default=100_000)
 IMPORT_MAX_TEXT_CHARS = env.int("IMPORT_MAX_TEXT_CHARS", default=100_000)
+# A file larger than this is imported by a worker (202 and a job to poll), not in the request.
+IMPORT_SYNC_MAX_BYTES = env.int("IMPORT_SYNC_MAX_BYTES", default=2 * 1024 * 1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

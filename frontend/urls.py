@@ -20,6 +20,9 @@ urlpatterns = [
     path("manage/projects/<int:project_id>/", projects.project_detail, name="project_detail"),
     path("manage/projects/<int:project_id>/edit/", projects.project_edit, name="project_edit"),
     path("manage/projects/<int:project_id>/import/", projects.project_import, name="project_import"),
+    path(
+        "manage/projects/<int:project_id>/imports/<int:job_id>/", projects.project_import_job, name="project_import_job"
+    ),
     path("manage/projects/<int:project_id>/guidelines/", guidelines.guideline_page, name="guideline_page"),
     path(
         "manage/projects/<int:project_id>/guidelines/<int:version>/",

@@ -294,17 +294,9 @@ def _fit_lengths(kind: str, validated: dict[str, Any], *, explicit: dict[str, An
 
 
 def _broker_problem() -> str | None:
-    """Why the broker cannot take a message now (one connection attempt, 2 s), or None."""
-    from config.celery import app
+    from config.celery import broker_problem
 
-    if app.conf.task_always_eager:
-        return None
-    try:
-        with app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
-    except Exception as exc:  # kombu raises its own OperationalError, or the transport's
-        return str(exc).splitlines()[0][:200] or type(exc).__name__
-    return None
+    return broker_problem()
 
 
 def _enqueue(run_id: int) -> bool:

@@ -20,7 +20,7 @@ import json
 import math
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -323,8 +323,11 @@ def _parse_row(record: Any, *, line: int, project: Project, model_versions: dict
     return _Row(line, external_id.strip(), text, messages, split, list(tags), metadata, responses)
 
 
-def prompts_import(*, project: Project, content: bytes | str, fmt: str) -> ImportSummary:
-    """Validate every row, then write all of them in one transaction, or none."""
+def prompts_import(
+    *, project: Project, content: bytes | str, fmt: str, on_progress: Callable[[int], None] | None = None
+) -> ImportSummary:
+    """Validate every row, then write all of them in one transaction, or none. ``on_progress`` is
+    told how many rows have been checked, after each row."""
     if fmt not in ("jsonl", "csv"):
         raise ApplicationError(f"format: must be 'jsonl' or 'csv', got {fmt!r}.", code="invalid")
     text = _decode(content)
@@ -337,6 +340,8 @@ def prompts_import(*, project: Project, content: bytes | str, fmt: str) -> Impor
     seen: dict[str, int] = {}
     bad_lines = 0
     for line, record, problem in records:
+        if on_progress is not None:
+            on_progress(len(rows) + bad_lines)
         if len(rows) + bad_lines >= settings.IMPORT_MAX_ROWS:
             raise ApplicationError(
                 f"file: more than {settings.IMPORT_MAX_ROWS:,} rows; import at most that many per file.",

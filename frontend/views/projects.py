@@ -7,11 +7,12 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation import selectors, services
-from annotation.models import Project, default_flags
+from annotation.models import ImportJob, ImportJobStatus, Project, default_flags
+from annotation.services.import_jobs import import_job_create, import_runs_in_background
 from annotation.services.projects import PROJECT_FIELDS
 from config.exceptions import ApplicationError
 from frontend.forms import ImportForm, ProjectForm
@@ -108,15 +109,43 @@ def project_import(request: HttpRequest, project_id: int) -> HttpResponse:
         report = {"detail": "Choose a file to import.", "errors": []}
         status = 400
     else:
+        upload = form.cleaned_data["file"]
         try:
-            summary = services.prompts_import(project=project, content=form.cleaned_data["file"].read(), fmt=form.fmt())
+            if import_runs_in_background(upload.size or 0):
+                job = import_job_create(
+                    project=project,
+                    content=upload.read(),
+                    fmt=form.fmt(),
+                    file_name=upload.name or "",
+                    created_by=current_user(request),
+                )
+                report, status = {"job": job}, 202
+            else:
+                summary = services.prompts_import(project=project, content=upload.read(), fmt=form.fmt())
+                report = {"summary": summary, "filename": upload.name}
         except ApplicationError as exc:
             report = {"detail": exc.message, "errors": exc.errors}
             status = exc.status
-        else:
-            report = {"summary": summary, "filename": form.cleaned_data["file"].name}
     if is_htmx(request):
         return render(request, "frontend/projects/_import_report.html", {"report": report}, status=status)
     context = _detail_context(request, project)
     context["report"] = report
     return render(request, "frontend/projects/detail.html", context, status=status)
+
+
+@role_required(Role.ADMIN)
+@require_GET
+def project_import_job(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
+    """A background import's progress, then its summary or error report (htmx polls it)."""
+    project = selectors.project_get(project_id=project_id)
+    job = get_object_or_404(ImportJob, pk=job_id, project=project)
+    report: dict[str, Any] = {"job": job}
+    if job.status == ImportJobStatus.SUCCEEDED:
+        report = {"summary": job.summary, "filename": job.file_name}
+    elif job.status == ImportJobStatus.FAILED:
+        report = {"detail": job.detail, "errors": job.errors}
+    if is_htmx(request):
+        return render(request, "frontend/projects/_import_report.html", {"report": report, "project": project})
+    context = _detail_context(request, project)
+    context["report"] = report
+    return render(request, "frontend/projects/detail.html", context)
