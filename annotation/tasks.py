@@ -1,4 +1,8 @@
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from celery import shared_task
+from django.db import connection
 
 from annotation.models import Project
 from annotation.quality.services import agreement_refresh_due, agreement_report_refresh
@@ -23,8 +27,32 @@ def agreement_refresh(project_id: int, force: bool = False) -> int | None:
     project = Project.objects.filter(pk=project_id).first()
     if project is None:
         return None
-    report = agreement_report_refresh(project=project, force=force)
+    with refresh_lock(project_id) as mine:
+        if not mine:  # another worker is refreshing this project; the next sweep takes what it missed
+            return None
+        report = agreement_report_refresh(project=project, force=force)
     return report.pk if report else None
+
+
+AGREEMENT_LOCK = 7316  # advisory lock class of the agreement refresh (PostgreSQL), with the project id
+
+
+@contextmanager
+def refresh_lock(project_id: int) -> Iterator[bool]:
+    """One refresh per project at a time across workers (a PostgreSQL session advisory lock, taken
+    without waiting); on SQLite, whose writes are serialised anyway, always granted."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [AGREEMENT_LOCK, project_id])
+        granted = bool(cursor.fetchone()[0])
+    try:
+        yield granted
+    finally:
+        if granted:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [AGREEMENT_LOCK, project_id])
 
 
 @shared_task(name="annotation.tasks.agreement_refresh_all")

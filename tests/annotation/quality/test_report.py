@@ -9,6 +9,7 @@ from annotation.models import AgreementReport
 from annotation.quality.report import load_labels, project_report
 from annotation.quality.services import agreement_report_refresh
 from annotation.services import assignment_lease_next, ranking_submit
+from tests.conftest import postgres_only
 from tests.factories import ProjectFactory, PromptFactory, UserFactory, response_set_create
 
 pytestmark = pytest.mark.django_db
@@ -140,3 +141,26 @@ def test_the_beat_sweep_refreshes_projects_with_new_rankings_without_delayed_mes
         assert all("countdown" not in k and "eta" not in k for k in sent)
     finally:
         app.conf.task_always_eager = False
+
+
+@postgres_only()
+@pytest.mark.django_db(transaction=True)
+def test_a_refresh_already_running_elsewhere_is_not_run_twice(settings):
+    import psycopg
+    from django.db import connection
+
+    from annotation.tasks import AGREEMENT_LOCK, agreement_refresh
+
+    project = ProjectFactory(k=2, overlap=1)
+    db = connection.settings_dict
+    other = psycopg.connect(
+        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"], autocommit=True
+    )
+    try:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [AGREEMENT_LOCK, project.pk])  # a worker refreshing it
+        assert agreement_refresh(project.pk, True) is None
+        assert AgreementReport.objects.filter(project=project).count() == 0
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", [AGREEMENT_LOCK, project.pk])
+        assert agreement_refresh(project.pk, True) is not None
+    finally:
+        other.close()
