@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 import tempfile
 
 import pytest
@@ -77,3 +78,10 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
         "policy": build_tiny_policy(root / "policy", tokenizer=tokenizer),
         "reward": build_tiny_reward_model(root / "reward", tokenizer=tokenizer),
     }
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for servers the tests start)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -32,12 +33,6 @@ project = ProjectFactory(k=2, overlap=2)
 rows = [{"external_id": f"p{i}", "prompt": f"Question {i}?", "responses": ["Yes.", "No."]} for i in range(6)]
 prompts_import(project=project, content="".join(json.dumps(r) + "\\n" for r in rows), fmt="jsonl")
 """.replace("PASSWORD", PASSWORD)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _token(base: str, username: str) -> str:
@@ -68,7 +63,7 @@ def server(tmp_path_factory):
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True)
     subprocess.run([*manage, "shell", "-c", SEED], env=env, cwd=ROOT, check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     log = (var / "server.log").open("w")
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port",

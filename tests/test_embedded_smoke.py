@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -100,7 +95,7 @@ def test_embedded_defaults_run_the_whole_flow(tmp_path):
     for command in (["migrate", "--noinput", "-v0"], ["demo_data", "--no-models"]):
         subprocess.run(manage + command, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
     assert (tmp_path / "var" / "db.sqlite3").exists()
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"],
         env=env,
@@ -170,7 +165,7 @@ def test_the_production_web_server_serves_the_api(tmp_path):
 
     cmd = json.loads(re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1))
     assert cmd[0] == "granian"
-    port = _free_port()
+    port = free_port()
     args = [str(Path(sys.executable).parent / "granian"), *cmd[1:]]
     args[args.index("--host") + 1], args[args.index("--port") + 1] = "127.0.0.1", str(port)
     env = _env(tmp_path, DJANGO_DEBUG="0")

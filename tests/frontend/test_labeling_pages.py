@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.test import Client
 
@@ -11,20 +9,9 @@ from annotation.models import Assignment, AssignmentStatus, Ranking
 from annotation.services import guideline_acknowledge, guideline_publish
 from labelers.models import LabelerStatus
 from tests.factories import PromptFactory, response_set_create
+from tests.frontend.conftest import post_json
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def browser(labeler) -> Client:
-    client = Client()
-    client.force_login(labeler)
-    return client
-
-
-def _post_json(client: Client, url: str, body: dict) -> tuple[int, dict]:
-    response = client.post(url, data=json.dumps(body), content_type="application/json")
-    return response.status_code, response.json()
 
 
 def test_anonymous_user_is_sent_to_login(project):
@@ -85,9 +72,9 @@ def test_submit_creates_one_ranking_for_a_double_submit_and_returns_the_next_ite
         "time_spent_ms": 4200,
     }
     url = f"/work/assignments/{assignment.pk}/submit/"
-    status, answer = _post_json(browser, url, body)
+    status, answer = post_json(browser, url, body)
     assert status == 200 and answer["submitted"] == assignment.pk
-    status_again, answer_again = _post_json(browser, url, body)
+    status_again, answer_again = post_json(browser, url, body)
     assert status_again == 200 and answer_again["ranking_id"] == answer["ranking_id"]
     assert Ranking.objects.filter(labeler=labeler).count() == 1
     ranking = Ranking.objects.get(labeler=labeler)
@@ -103,7 +90,7 @@ def test_incomplete_ranking_is_refused_with_the_service_message(browser, labeler
     browser.get(f"/work/{project.pk}/")
     assignment = Assignment.objects.get(labeler=labeler)
     first = assignment.display_order[0]
-    status, answer = _post_json(
+    status, answer = post_json(
         browser, f"/work/assignments/{assignment.pk}/submit/", {"idempotency_key": "k", "ranks": {str(first): 1}}
     )
     missing = assignment.display_order[1]
@@ -123,11 +110,11 @@ def test_skip_needs_a_reason_and_then_shows_no_more_work(browser, labeler, proje
     browser.get(f"/work/{project.pk}/")
     assignment = Assignment.objects.get(labeler=labeler)
     url = f"/work/assignments/{assignment.pk}/skip/"
-    assert _post_json(browser, url, {"reason": " "}) == (
+    assert post_json(browser, url, {"reason": " "}) == (
         400,
         {"detail": "reason: say why you skip this item.", "code": "invalid"},
     )
-    status, answer = _post_json(browser, url, {"reason": "The prompt is unclear or broken"})
+    status, answer = post_json(browser, url, {"reason": "The prompt is unclear or broken"})
     assert status == 200 and answer["assignment_id"] is None
     assert "No more work in" in answer["html"]
     assignment.refresh_from_db()
@@ -176,7 +163,7 @@ def test_new_guideline_version_stops_the_labeler_after_submit(browser, labeler, 
     assignment = Assignment.objects.get(labeler=labeler)
     guideline_publish(project=project, body="v2", published_by=admin_user)
     ranks = {str(pk): position + 1 for position, pk in enumerate(assignment.display_order)}
-    status, answer = _post_json(
+    status, answer = post_json(
         browser, f"/work/assignments/{assignment.pk}/submit/", {"idempotency_key": "a", "ranks": ranks}
     )
     assert status == 200 and answer["redirect"] == f"/work/{project.pk}/guideline/"

@@ -3,10 +3,7 @@ accepted one is always answered as accepted, even when no next item can follow."
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from django.test import Client
 
 from annotation.models import Assignment, AssignmentStatus, Ranking
 from annotation.quality.services import response_set_make_gold
@@ -14,20 +11,9 @@ from annotation.services import assignment_lease_next, guideline_publish, projec
 from labelers.models import LabelerStatus
 from labelers.services import user_update
 from tests.factories import ProjectFactory, response_set_create
+from tests.frontend.conftest import post_json
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def browser(labeler) -> Client:
-    client = Client()
-    client.force_login(labeler)
-    return client
-
-
-def _post_json(client: Client, url: str, body: dict) -> tuple[int, dict]:
-    response = client.post(url, data=json.dumps(body), content_type="application/json")
-    return response.status_code, response.json()
 
 
 def _ranks(assignment: Assignment) -> dict[str, int]:
@@ -38,7 +24,7 @@ def test_a_labeler_paused_after_the_lease_is_refused_and_nothing_is_saved(browse
     response_set_create(project=project)
     lease = assignment_lease_next(project=project, labeler=labeler)
     user_update(user=labeler, status=LabelerStatus.PAUSED, status_reason="quality review")
-    status, answer = _post_json(
+    status, answer = post_json(
         browser, f"/work/assignments/{lease.pk}/submit/", {"idempotency_key": "k", "ranks": _ranks(lease)}
     )
     assert (status, answer) == (403, {"detail": "Your account is paused (quality review).", "code": "labeler_paused"})
@@ -50,7 +36,7 @@ def test_a_submit_on_a_project_deactivated_after_the_lease_is_refused(browser, l
     response_set_create(project=project)
     lease = assignment_lease_next(project=project, labeler=labeler)
     project_update(project=project, is_active=False)
-    status, answer = _post_json(
+    status, answer = post_json(
         browser, f"/work/assignments/{lease.pk}/submit/", {"idempotency_key": "k", "ranks": _ranks(lease)}
     )
     assert (status, answer) == (409, {"detail": f"Project '{project.name}' is not active.", "code": "project_inactive"})
@@ -69,7 +55,7 @@ def test_an_accepted_submit_is_a_success_even_when_no_next_item_may_follow(brows
     assert lease.response_set_id == gold.pk
     wrong = {str(by_text["good"]): 2, str(by_text["bad"]): 1}
     url = f"/work/assignments/{lease.pk}/submit/"
-    status, answer = _post_json(browser, url, {"idempotency_key": "k", "ranks": wrong})
+    status, answer = post_json(browser, url, {"idempotency_key": "k", "ranks": wrong})
     message = f"You did not qualify for '{project.name}' (gold accuracy 0%, 100% needed). An admin can let you in."
     assert status == 200
     assert (answer["submitted"], answer["ranking_id"], answer["assignment_id"]) == (
@@ -80,7 +66,7 @@ def test_an_accepted_submit_is_a_success_even_when_no_next_item_may_follow(brows
     assert (answer["detail"], answer["code"]) == (message, "not_qualified")
     assert "Your ranking was saved." in answer["html"] and message.replace("'", "&#x27;") in answer["html"]
     # The page resending it (a lost answer) gets the same success, with the same ranking.
-    status, again = _post_json(browser, url, {"idempotency_key": "k", "ranks": wrong})
+    status, again = post_json(browser, url, {"idempotency_key": "k", "ranks": wrong})
     assert (status, again["ranking_id"]) == (200, answer["ranking_id"])
     assert Ranking.objects.count() == 1
 

@@ -20,6 +20,7 @@ from django.utils import timezone
 from rlhf import services
 from rlhf.models import RunStatus, TrainingRun
 from rlhf.services import model_version_register, training_run_start, training_runs_reap, training_runs_resend
+from tests.conftest import free_port
 from tests.factories import ProjectFactory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,12 +171,6 @@ def test_the_heartbeat_beats_from_its_own_thread(project, settings):
     assert frozen == run.heartbeat_at
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _redis(port: int) -> subprocess.Popen:
     server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
@@ -194,7 +189,7 @@ def _redis(port: int) -> subprocess.Popen:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_the_worker_outlives_a_broker_outage(tmp_path):
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     broker = _redis(port)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
