@@ -18,7 +18,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from annotation.models import Comparison, Project, Prompt, Response, ResponseOrigin
-from annotation.services.text import text_unstorable
+from annotation.services.text import unstorable_at
 from config.exceptions import ApplicationError, Conflict, Unavailable
 from labelers.types import AuthUser
 from rlhf.data import comparison_rows, prompt_rows, sft_rows_for, sft_rows_from_jsonl, training_prompts
@@ -118,6 +118,11 @@ PTX_WITHOUT_SFT = (
 )
 
 
+class WorkerStopping(BaseException):
+    """The worker is shutting down (SIGTERM, a deploy): the attempt stops and hands its run back to
+    the queue. A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it."""
+
+
 class RunCancelled(Exception):
     """Raised from the progress callback when someone cancelled the run."""
 
@@ -148,22 +153,9 @@ SERVER_MODEL_FIELDS = {
 }
 
 
-def _unstorable_at(value: Any, path: str) -> tuple[str, str] | None:
-    """(where, what) of the first text in ``value`` the database cannot store, or None."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if found := _unstorable_at(item, f"{path}.{key}") or _unstorable_at(str(key), path):
-                return found
-        return None
-    if isinstance(value, list):
-        return next((f for i, item in enumerate(value) if (f := _unstorable_at(item, f"{path}[{i}]"))), None)
-    problem = text_unstorable(value)
-    return (path, problem) if problem else None
-
-
 def _validated_config(kind: str, base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    if found := _unstorable_at(overrides, "config"):
-        raise ApplicationError(f"{found[0]}: contains {found[1]}.", code="invalid_config")
+    if found := unstorable_at(overrides, "config"):
+        raise ApplicationError(f"{found[0]}: {found[1]}.", code="invalid_config")
     model = overrides.get("model")
     for name, why in SERVER_MODEL_FIELDS.items():
         if isinstance(model, dict) and name in model:
@@ -412,6 +404,10 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
         heartbeat.stop()
         _finish(run, RunStatus.CANCELLED, "cancelled")
         return run
+    except WorkerStopping:
+        heartbeat.stop()
+        _hand_back(run)
+        return run
     except Exception as exc:
         heartbeat.stop()
         logger.exception("run %s failed", run.pk)
@@ -426,6 +422,18 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     if run.kind != RunKind.GENERATE and run.output_version_id and loop_settings_get(project=run.project).auto_chain:
         _chain(run)
     return run
+
+
+def _hand_back(run: TrainingRun) -> None:
+    """The worker is stopping: the run goes back to the queue now, to resume from its checkpoint on
+    the next worker, instead of holding the worker's shutdown until it ends or waiting for the reaper.
+    A hand-back does not count as a lost worker (TRAINING_MAX_ATTEMPTS)."""
+    mine = TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=run.attempts)
+    if not mine.update(status=RunStatus.QUEUED, celery_task_id="", heartbeat_at=None):
+        return
+    run.status = RunStatus.QUEUED
+    _log(run, f"attempt {run.attempts} stopped: the worker is shutting down; queued again to resume")
+    _enqueue(run.pk)
 
 
 def _finish(run: TrainingRun, status: str, message: str, *, heartbeat_at: Any = None) -> bool:

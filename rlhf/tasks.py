@@ -1,13 +1,71 @@
 """Celery tasks of the loop. Training runs on the ``gpu`` queue: one at a time per worker,
-acknowledged only when finished, so a killed worker's run is delivered again and resumes."""
+acknowledged only when finished, so a killed worker's run is delivered again and resumes.
+
+A worker told to stop (SIGTERM to it or to its process group: ``docker stop``, a deploy, Ctrl-C of
+``scripts/run.sh``) does not wait for a training run to end, which can take hours: the run stops
+(its training processes too) and goes back to the queue to resume from its checkpoint on the next
+worker. Other tasks are short and finish first, as in any warm shutdown.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
+from typing import Any
+
+from billiard.process import current_process
 from celery import shared_task
+from celery.signals import worker_shutting_down
+from celery.worker import state as worker_state
 
 from annotation.models import Project
 from rlhf.models import TrainingRun
-from rlhf.services import loop_check, training_run_execute, training_runs_reap, training_runs_resend
+from rlhf.services import (
+    WorkerStopping,
+    loop_check,
+    training_run_execute,
+    training_runs_reap,
+    training_runs_resend,
+)
+
+_running: int | None = None  # the run this process is executing now
+_stopping = False  # told once: a second SIGTERM does not interrupt the hand-back
+
+
+def _stop_the_run() -> None:
+    global _stopping
+    if _running is not None and not _stopping:
+        _stopping = True
+        raise WorkerStopping(f"run {_running}")
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    _stop_the_run()
+
+
+def _catch_sigterm() -> Any:
+    """In a pool process (prefork) running a training run, SIGTERM stops the run; its previous
+    handler, or None where the run is in the worker's main process (solo: Celery's own handler stays,
+    and the shutdown signal below stops the run)."""
+    if current_process().name == "MainProcess" or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+@worker_shutting_down.connect
+def _stop_runs_on_shutdown(**_: Any) -> None:
+    """In the main process, as warm shutdown begins. With the solo pool the run is in this process
+    and stops here; with prefork the pool processes running a training run are told (a SIGTERM sent
+    to the main process alone, as docker stop does, would otherwise leave them to finish the run).
+    Pool processes running other tasks finish them."""
+    _stop_the_run()
+    for request in list(worker_state.active_requests):
+        if request.task_name == train_run.name and request.worker_pid and request.worker_pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(request.worker_pid, signal.SIGTERM)
+
 
 TRAIN_TIME_LIMIT_S = 6 * 3600
 
@@ -21,9 +79,19 @@ TRAIN_TIME_LIMIT_S = 6 * 3600
 )
 def train_run(run_id: int) -> str:
     """Execute one training run (generate, reward or PPO) to its end."""
+    global _running
     if not TrainingRun.objects.filter(pk=run_id).exists():
         return "missing"
-    return training_run_execute(run_id=run_id).status
+    _running = run_id
+    previous = _catch_sigterm()
+    try:
+        return training_run_execute(run_id=run_id).status
+    except WorkerStopping:  # before the attempt began or after it ended: the reaper has the rest
+        return "stopping"
+    finally:
+        _running = None
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @shared_task(name="rlhf.tasks.loop_check_all")

@@ -103,7 +103,7 @@ def _worker_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _start_worker(tmp_path: Path, name: str) -> subprocess.Popen:
+def _start_worker(tmp_path: Path, name: str, *, pool: str = "solo") -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable,
@@ -115,7 +115,9 @@ def _start_worker(tmp_path: Path, name: str) -> subprocess.Popen:
             "-Q",
             "gpu",
             "--pool",
-            "solo",
+            pool,
+            "--concurrency",
+            "1",
             "-n",
             f"{name}@%h",
             "--without-gossip",
@@ -250,6 +252,44 @@ def test_a_killed_worker_s_run_is_queued_again_and_resumes_on_another_worker(sft
     steps = [step for step, _ in run.metrics["ppo/kl"]]
     assert steps == sorted(set(steps)) and steps[-1] == 40
     assert not checkpoint.parent.exists()  # the work folder became the model
+
+
+@needs_services
+@pytest.mark.parametrize(
+    "pool, signalled",
+    [("solo", "the process group"), ("prefork", "the main process")],  # Ctrl-C of run.sh; docker stop
+)
+def test_a_worker_told_to_stop_hands_its_run_back_at_once(pool, signalled, sft_path, tmp_path, settings):
+    settings.ARTIFACTS_ROOT = tmp_path / "artifacts"
+    project, _ = _project_with_rankings(sft_path, n_prompts=8)
+    from rlhf.training.tiny import build_tiny_reward_model
+
+    model_version_register(
+        project=project, kind="reward", name="rm", path=build_tiny_reward_model(tmp_path / "rm"), promote=True
+    )
+    LoopSettings.objects.filter(project=project).update(
+        ppo_config={**TINY_PPO, "total_episodes": 8 * 1000, "save_every": 1}  # far longer than the test
+    )
+    worker = _start_worker(tmp_path, "stopped", pool=pool)
+    try:
+        run = training_run_start(project=project, kind="ppo")
+        _wait(lambda: TrainingRun.objects.get(pk=run.pk).progress_step >= 2, 180, tmp_path / "stopped.log")
+        started = time.monotonic()
+        if signalled == "the process group":
+            os.killpg(worker.pid, signal.SIGTERM)
+        else:
+            worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        _stop(worker, signal.SIGKILL)
+    assert took < 30, took
+    run.refresh_from_db()
+    assert (run.status, run.attempts, run.heartbeat_at) == (RunStatus.QUEUED, 1, None), run.log_tail
+    assert run.celery_task_id  # sent again, for the next worker
+    assert "attempt 1 stopped: the worker is shutting down; queued again to resume" in run.log_tail
+    work = Path(settings.ARTIFACTS_ROOT, f"project-{project.pk}", f"ppo-run-{run.pk}", "work")
+    assert (work / "checkpoint.pt").exists()  # what the next attempt resumes from
 
 
 @pytest.mark.django_db
