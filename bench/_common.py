@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+BENCH_SECRET_KEY = secrets.token_urlsafe(50)
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 
 
@@ -36,23 +38,27 @@ def database_drop(name: str) -> None:
     _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def bench_env(db_name: str, **extra: str) -> dict[str, str]:
-    """Environment for a child process (migrate, server, export) that uses database ``db_name``."""
+def bench_env(db_name: str, *, url: str | None = None, **extra: str) -> dict[str, str]:
+    """Environment for a child process (migrate, server, export) that uses database ``db_name`` on the
+    PostgreSQL server, or the database at ``url`` (a SQLite file)."""
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_URL=database_url(db_name),
+        DATABASE_URL=url or database_url(db_name),
         DJANGO_DEBUG="0",
         LOG_LEVEL="WARNING",
         PYTHONPATH=str(ROOT),
     )
+    # The production settings, served over plain HTTP on 127.0.0.1 with a key of the run's own.
+    env.setdefault("DJANGO_SECRET_KEY", BENCH_SECRET_KEY)
+    env.setdefault("DJANGO_HTTPS", "0")
     env.update(extra)
     return env
 
 
-def django_setup(db_name: str) -> None:
-    """Point this process at ``db_name`` and load Django."""
-    os.environ.update(bench_env(db_name))
+def django_setup(db_name: str, *, url: str | None = None) -> None:
+    """Point this process at ``db_name`` (or ``url``) and load Django."""
+    os.environ.update(bench_env(db_name, url=url))
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import django
@@ -60,7 +66,7 @@ def django_setup(db_name: str) -> None:
     django.setup()
 
 
-def migrate(db_name: str) -> float:
+def migrate(db_name: str, *, url: str | None = None) -> float:
     """Run ``manage.py migrate`` in a child process; return the seconds it took."""
     import time
 
@@ -68,7 +74,7 @@ def migrate(db_name: str) -> float:
     subprocess.run(
         [PYTHON, str(ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"],
         cwd=ROOT,
-        env=bench_env(db_name),
+        env=bench_env(db_name, url=url),
         check=True,
     )
     return time.perf_counter() - started

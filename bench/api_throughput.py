@@ -1,4 +1,5 @@
-"""Lease -> submit throughput and latency of the labeling API under concurrent labelers, on PostgreSQL.
+"""Lease -> submit throughput and latency of the labeling API under concurrent labelers, on PostgreSQL
+(or, with ``--database sqlite``, on the embedded default's SQLite file).
 
 Target (issue): >= 150 lease+submit cycles/s with 50 concurrent labelers on a 2-core machine,
 p99 latency under 300 ms, and no lost or duplicated ranking.
@@ -401,7 +402,7 @@ def _postgres_cpu_seconds(db_name: str) -> float:
 class _CpuMeter:
     """CPU of the client, the server, the PostgreSQL backends and the whole machine over a phase."""
 
-    def __init__(self, server_pid: int, db_name: str) -> None:
+    def __init__(self, server_pid: int, db_name: str | None) -> None:
         self.server_pid, self.db_name = server_pid, db_name
 
     def _read(self) -> dict[str, float]:
@@ -412,7 +413,7 @@ class _CpuMeter:
         return {
             "client": usage.ru_utime + usage.ru_stime,
             "server": _cpu_seconds(self.server_pid),
-            "postgres": _postgres_cpu_seconds(self.db_name),
+            "postgres": _postgres_cpu_seconds(self.db_name) if self.db_name else 0.0,
             "machine": machine.user + machine.nice + machine.system,
             "wall": time.perf_counter(),
         }
@@ -515,7 +516,8 @@ def _report(
     print()
     print(
         f"api_throughput: {args.labelers} labelers, K={K}, overlap {OVERLAP}, {args.server} {args.workers} "
-        f"workers x {args.threads} threads, PostgreSQL; each phase {measured:.0f} s after {args.warmup:.0f} s warm-up"
+        f"workers x {args.threads} threads, {'SQLite' if args.database == 'sqlite' else 'PostgreSQL'}; "
+        f"each phase {measured:.0f} s after {args.warmup:.0f} s warm-up"
     )
     print("1. capacity (closed loop: each labeler starts its next cycle when the last one ends)")
     print(f"  cycles (lease 200 + submit 201)   {stats.cycles}")
@@ -588,6 +590,12 @@ def main() -> int:
         default="on",
         help="QUALITY_REFRESH_ON_SUBMIT for the server: each submit enqueues an agreement refresh (default on)",
     )
+    parser.add_argument(
+        "--database",
+        choices=("postgresql", "sqlite"),
+        default="postgresql",
+        help="PostgreSQL (the production setup) or the embedded default's SQLite file (scripts/run.sh)",
+    )
     parser.add_argument("--db-name", default="bench_api")
     parser.add_argument("--keep-db", action="store_true", help="leave the database for inspection")
     args = parser.parse_args()
@@ -600,13 +608,19 @@ def main() -> int:
     # goes to a scratch folder, so the run neither fills the checkout's queue nor feeds its worker.
     var_dir = Path(tempfile.mkdtemp(prefix="bench-api-var-"))
     log = var_dir / "server.log"
+    sqlite = args.database == "sqlite"
+    url = f"sqlite:///{var_dir / 'db.sqlite3'}" if sqlite else None
     server_env = bench_env(
-        args.db_name, VAR_DIR=str(var_dir), QUALITY_REFRESH_ON_SUBMIT="1" if args.quality_refresh == "on" else "0"
+        args.db_name,
+        url=url,
+        VAR_DIR=str(var_dir),
+        QUALITY_REFRESH_ON_SUBMIT="1" if args.quality_refresh == "on" else "0",
     )
     try:
-        database_create(args.db_name)
-        migrate_s = migrate(args.db_name)
-        django_setup(args.db_name)
+        if not sqlite:
+            database_create(args.db_name)
+        migrate_s = migrate(args.db_name, url=url)
+        django_setup(args.db_name, url=url)
         started = time.perf_counter()
         project_id, tokens = _seed(labelers=args.labelers, sets=sets)
         seed_s = time.perf_counter() - started
@@ -625,7 +639,7 @@ def main() -> int:
             run = Run()
             connections = [_Connection("127.0.0.1", args.port, token) for token in tokens]
             try:
-                with _CpuMeter(server.pid, args.db_name) as cpu:
+                with _CpuMeter(server.pid, None if sqlite else args.db_name) as cpu:
                     stats, measured = await _phase(
                         connections,
                         project_id,
@@ -667,9 +681,10 @@ def main() -> int:
         except Exception:  # Django may not be set up yet
             pass
         if args.keep_db:
-            print(f"kept database {args.db_name} and {var_dir} (server.log, celery queue)")
+            print(f"kept database {url or args.db_name} and {var_dir} (server.log, celery queue)")
         else:
-            database_drop(args.db_name)
+            if not sqlite:
+                database_drop(args.db_name)
             shutil.rmtree(var_dir, ignore_errors=True)
 
 

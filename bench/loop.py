@@ -55,7 +55,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import database_create, database_drop, django_setup, migrate
+from bench._common import bench_env, database_create, database_drop, django_setup, migrate
 
 DB_NAME = "bench_loop"
 K = 4
@@ -243,12 +243,7 @@ def main() -> int:
 
 def sqlite_setup(path: Path) -> float:
     """Load Django on a fresh SQLite file and migrate it; return the seconds migrate took."""
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_URL=f"sqlite:///{path}",
-        DJANGO_DEBUG="0",
-        LOG_LEVEL="WARNING",
-    )
+    os.environ.update(bench_env("", url=f"sqlite:///{path}"))
     import django
     from django.core.management import call_command
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import random
 import sys
 from collections.abc import Callable, Iterator
@@ -37,14 +36,13 @@ from annotation.models import (
     Split,
 )
 from annotation.params import parse_id
-from annotation.services.text import text_unstorable
+from annotation.services.text import unstorable_at
 from config import jsonsafe
 from config.exceptions import ApplicationError, Conflict
 from rlhf.models import ModelVersion
 
 MAX_REPORTED_ERRORS = 200
 CHAT_ROLES = ("system", "user", "assistant")
-NON_FINITE = "NaN, Infinity and numbers too large for a float (such as 1e400) cannot be stored"
 
 
 @dataclass(frozen=True)
@@ -99,19 +97,6 @@ def _json_loads(raw: str, *, column: bool) -> tuple[Any, str | None]:
     if jsonsafe.depth_of(value) > settings.JSON_MAX_DEPTH:
         return None, f"nested deeper than {settings.JSON_MAX_DEPTH} levels"
     return value, None
-
-
-def _non_finite_at(value: Any, path: str) -> str | None:
-    """Where in ``value`` a NaN or infinite float sits (JSON in the database cannot hold one), or ``None``."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else path
-    if isinstance(value, dict):
-        items = ((f"{path}.{key}", item) for key, item in value.items())
-    elif isinstance(value, list):
-        items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
-    else:
-        return None
-    return next((found for item_path, item in items if (found := _non_finite_at(item, item_path))), None)
 
 
 def _jsonl_records(text: str) -> Iterator[tuple[int, Any, str | None]]:
@@ -228,11 +213,8 @@ def _parse_row(record: Any, *, line: int, project: Project, model_versions: dict
     for key in record:
         if key not in known:
             errors.append((str(key), "unknown field"))
-        elif problem := text_unstorable(record[key]):
-            # Say so here rather than fail the whole write.
-            errors.append((str(key), f"contains {problem}"))
-        elif where := _non_finite_at(record[key], str(key)):
-            errors.append((where, NON_FINITE))
+        elif found := unstorable_at(record[key], str(key)):  # said here rather than fail the whole write
+            errors.append(found)
     if errors:
         raise _RowErrors(errors)
 

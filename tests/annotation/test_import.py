@@ -165,7 +165,7 @@ def test_nul_characters_are_a_row_error_not_a_server_error():
         prompts_import(project=project, content=content, fmt="jsonl")
     assert exc.value.errors == [
         {"line": 2, "field": "prompt", "message": "contains a NUL character (\\u0000)"},
-        {"line": 2, "field": "responses", "message": "contains a NUL character (\\u0000)"},
+        {"line": 2, "field": "responses[1]", "message": "contains a NUL character (\\u0000)"},
     ]
     assert Prompt.objects.count() == 0
 
@@ -177,7 +177,7 @@ def test_unpaired_surrogates_are_a_row_error_not_a_server_error():
     with pytest.raises(ApplicationError) as exc:
         prompts_import(project=project, content=content, fmt="jsonl")
     assert exc.value.errors == [
-        {"line": 1, "field": "responses", "message": "contains an unpaired surrogate (\\ud800-\\udfff)"},
-        {"line": 1, "field": "tags", "message": "contains an unpaired surrogate (\\ud800-\\udfff)"},
+        {"line": 1, "field": "responses[1]", "message": "contains an unpaired surrogate (\\ud800-\\udfff)"},
+        {"line": 1, "field": "tags[0]", "message": "contains an unpaired surrogate (\\ud800-\\udfff)"},
     ]
     assert Prompt.objects.count() == 0
