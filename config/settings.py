@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "labelers",
     "annotation",
     "rlhf",
+    "audit",
     "frontend",
 ]
 
