@@ -24,3 +24,8 @@ def audit_entries_for_project(
     if actions:
         entries = entries.filter(action__in=actions)
     return entries.select_related("actor")[:limit]
+
+
+def audit_entries_of(*, actions: list[str], limit: int = 50) -> QuerySet[AuditEntry]:
+    """The latest decisions of these actions anywhere (role changes and pauses belong to no project)."""
+    return AuditEntry.objects.filter(action__in=actions).select_related("actor")[:limit]

@@ -158,4 +158,4 @@ class UserUpdateApi(APIView):
         user = User.objects.select_related("profile").filter(pk=user_id).first()
         if user is None:
             raise NotFound(f"User {user_id} not found.")
-        return Response(UserOutput(user_update(user=user, **serializer.validated_data)).data)
+        return Response(UserOutput(user_update(user=user, actor=request.user, **serializer.validated_data)).data)

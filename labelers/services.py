@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from audit.models import AuditAction
+from audit.services import audit_record
 from config.exceptions import ApplicationError, Conflict
 from labelers.models import LabelerProfile, LabelerStatus, Role
 from labelers.types import AuthUser
@@ -55,10 +57,16 @@ def _check_not_last_admin(*, user: AuthUser) -> None:
 
 @transaction.atomic
 def user_update(
-    *, user: AuthUser, role: str | None = None, status: str | None = None, status_reason: str | None = None
+    *,
+    user: AuthUser,
+    role: str | None = None,
+    status: str | None = None,
+    status_reason: str | None = None,
+    actor: AuthUser | None = None,
 ) -> AuthUser:
     """Change a user's role or working status (pause / reactivate). The last active admin cannot be
-    demoted or paused (409 ``last_admin``)."""
+    demoted or paused (409 ``last_admin``). Each change is one audit row: by ``actor``, or by the
+    loop (quality rules) when None."""
     if role is not None and role not in Role.values:
         raise ApplicationError(f"role: '{role}' is not one of {', '.join(Role.values)}.", code="invalid_role")
     if status is not None and status not in LabelerStatus.values:
@@ -68,6 +76,7 @@ def user_update(
     # A superuser without a profile is an admin: the profile made for them must not demote them.
     default_role = Role.ADMIN if user.is_superuser else Role.LABELER
     profile, _ = LabelerProfile.objects.select_for_update().get_or_create(user=user, defaults={"role": default_role})
+    old_role, old_status, old_reason = profile.role, profile.status, profile.status_reason
     new_role = role if role is not None else profile.role
     new_status = status if status is not None else profile.status
     if _is_active_admin(user=user, role=profile.role, status=profile.status) and not _is_active_admin(
@@ -83,4 +92,21 @@ def user_update(
         profile.status_reason = status_reason or ""
     profile.save()
     user.profile = profile  # keep the caller's cached profile current
+    if profile.role != old_role:
+        audit_record(
+            actor=actor,
+            action=AuditAction.ROLE_CHANGE,
+            target=user,
+            before={"role": old_role},
+            after={"role": profile.role},
+        )
+    if profile.status != old_status:
+        audit_record(
+            actor=actor,
+            action=AuditAction.LABELER_PAUSE if profile.status == LabelerStatus.PAUSED else AuditAction.LABELER_RESUME,
+            target=user,
+            reason=profile.status_reason,
+            before={"status": old_status, "reason": old_reason},
+            after={"status": profile.status, "reason": profile.status_reason},
+        )
     return user

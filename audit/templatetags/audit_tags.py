@@ -7,7 +7,7 @@ from typing import Any
 
 from django import template
 
-from audit.selectors import audit_entries_for, audit_entries_for_project
+from audit.selectors import audit_entries_for, audit_entries_for_project, audit_entries_of
 
 register = template.Library()
 
@@ -21,3 +21,8 @@ def audit_trail(target: Any, limit: int = 10) -> dict[str, Any]:
 def project_audit_trail(project: Any, actions: str = "", limit: int = 20) -> dict[str, Any]:
     wanted = [a for a in actions.split(",") if a]
     return {"entries": list(audit_entries_for_project(project=project, actions=wanted, limit=limit))}
+
+
+@register.inclusion_tag("audit/_trail.html")
+def audit_trail_of(actions: str, limit: int = 20) -> dict[str, Any]:
+    return {"entries": list(audit_entries_of(actions=[a for a in actions.split(",") if a], limit=limit))}

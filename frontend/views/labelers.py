@@ -93,6 +93,7 @@ def labeler_update(request: HttpRequest, user_id: int) -> HttpResponse:
                 role=data["role"] or None,
                 status=data["status"] or None,
                 status_reason=data["status_reason"] if data["status"] else None,
+                actor=request.user,
             )
         except ApplicationError as exc:
             error = exc.message
