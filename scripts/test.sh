@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up and run every check: ruff, mypy, pytest (unit, API, concurrency, training, browser).
+# Set up and run every check: ruff, import contracts, mypy, pytest (unit, API, concurrency, training, browser).
 # With DATABASE_URL / REDIS_URL set the tests use PostgreSQL and Redis; else SQLite and no Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,8 @@ export DJANGO_HTTPS="${DJANGO_HTTPS:-0}"  # the test servers speak plain HTTP
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+echo "== import contracts"
+.venv/bin/lint-imports --no-cache
 echo "== mypy"
 .venv/bin/mypy config annotation labelers rlhf frontend
 echo "== pytest"

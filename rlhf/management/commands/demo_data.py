@@ -8,13 +8,14 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
+import annotation
 from annotation.models import Project
 from annotation.services import guideline_publish, project_create, prompts_import
 from labelers.models import Role
 from labelers.services import user_create
 
 DEMO_PROJECT = "Demo: helpful and honest assistant"
-DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "demo_prompts.jsonl"
+DEMO_FILE = Path(annotation.__file__).resolve().parent / "demo" / "demo_prompts.jsonl"
 DEMO_USERS = [
     ("admin", Role.ADMIN),
     ("mia", Role.ML_ENGINEER),
