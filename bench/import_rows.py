@@ -11,7 +11,7 @@ process per measurement, so each peak RSS is that step's own):
 
 - in the request: ``IMPORT_SYNC_MAX_BYTES`` above the file's size, so the request parses, checks and
   writes every row before it answers 201;
-- background: the default limit, so the request keeps the file and answers 202 with the job; then
+- background: a limit of 0, so the request keeps the file and answers 202 with the job; then
   ``import_job_run`` (what the Celery task runs) imports it in its own process, with progress.
 
 It prints, for each side, the seconds and peak memory of the request and of the worker, and the rows
@@ -166,7 +166,7 @@ def main() -> int:
             for side in ("in the request", "background") if repeat % 2 == 0 else ("background", "in the request"):
                 project = ProjectFactory(k=K, overlap=1, name=f"import {side} {repeat}")
                 connections.close_all()
-                sync_max = size + 1 if side == "in the request" else None
+                sync_max = size + 1 if side == "in the request" else 0
                 request = _run_child("request", project.pk, file, work, sync_max)
                 worker: dict[str, object] | None = None
                 if side == "background":
