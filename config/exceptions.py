@@ -16,7 +16,11 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class ApplicationError(Exception):
-    """A business rule said no. ``status`` is the HTTP status the API answers with."""
+    """A business rule said no. ``status`` is the HTTP status the API answers with.
+
+    ``field`` names the input at fault: the message is then about that field alone, ``detail``
+    reads ``"<field>: <message>"`` and ``errors`` carries it as data, so that a page puts the
+    message next to the field without parsing the text."""
 
     status: int = status.HTTP_400_BAD_REQUEST
     code: str = "invalid"
@@ -28,7 +32,11 @@ class ApplicationError(Exception):
         code: str | None = None,
         status: int | None = None,
         errors: list[dict[str, Any]] | None = None,
+        field: str | None = None,
     ) -> None:
+        if field:
+            errors = errors or [{"field": field, "message": message}]
+            message = f"{field}: {message}"
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -36,6 +44,13 @@ class ApplicationError(Exception):
         if status is not None:
             self.status = status
         self.errors = errors or []
+
+    def field_messages(self) -> dict[str, str]:
+        """The first message for each field named in ``errors`` (``""``: not about one field)."""
+        out: dict[str, str] = {}
+        for error in self.errors:
+            out.setdefault(str(error.get("field", "")), str(error.get("message", "")))
+        return out
 
     def as_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"detail": self.message, "code": self.code}
