@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import selectors, services
+from annotation import rules, selectors, services
 from annotation.export import EXPORT_MODES, preferences_export_jsonl
 from annotation.models import ImportJob, PairwiseChoice, Split, TaskMode
 from annotation.quality import services as quality_services
@@ -40,7 +40,7 @@ def _paginate(request: Request, view: APIView, queryset: Any, serializer: type[s
 
 
 class FlagSerializer(serializers.Serializer):
-    key = serializers.RegexField(r"^[a-z0-9_]{1,50}$")  # type: ignore[assignment]
+    key = serializers.RegexField(rules.FLAG_KEY_PATTERN)  # type: ignore[assignment]
     label = serializers.CharField(max_length=200, required=False)  # type: ignore[assignment]
 
 
@@ -68,19 +68,25 @@ class ProjectOutput(serializers.Serializer):
 class ProjectInput(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
-    k = serializers.IntegerField(min_value=2, max_value=9, required=False)
+    k = serializers.IntegerField(min_value=rules.K_MIN, max_value=rules.K_MAX, required=False)
     task_mode = serializers.ChoiceField(choices=TaskMode.choices, required=False)
-    overlap = serializers.IntegerField(min_value=1, max_value=50, required=False)
-    lease_minutes = serializers.IntegerField(min_value=1, max_value=24 * 60, required=False)
+    overlap = serializers.IntegerField(min_value=rules.OVERLAP_MIN, max_value=rules.OVERLAP_MAX, required=False)
+    lease_minutes = serializers.IntegerField(
+        min_value=rules.LEASE_MINUTES_MIN, max_value=rules.LEASE_MINUTES_MAX, required=False
+    )
     flags = FlagSerializer(many=True, required=False)
     require_likert = serializers.BooleanField(required=False)
     is_active = serializers.BooleanField(required=False)
-    gold_rate = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
-    qualification_items = serializers.IntegerField(min_value=0, max_value=100, required=False)
-    qualification_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
-    reliability_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
-    reliability_min_labels = serializers.IntegerField(min_value=1, required=False)
-    review_kendall_w = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    gold_rate = serializers.FloatField(min_value=rules.SHARE_MIN, max_value=rules.SHARE_MAX, required=False)
+    qualification_items = serializers.IntegerField(
+        min_value=rules.QUALIFICATION_ITEMS_MIN, max_value=rules.QUALIFICATION_ITEMS_MAX, required=False
+    )
+    qualification_threshold = serializers.FloatField(
+        min_value=rules.SHARE_MIN, max_value=rules.SHARE_MAX, required=False
+    )
+    reliability_threshold = serializers.FloatField(min_value=rules.SHARE_MIN, max_value=rules.SHARE_MAX, required=False)
+    reliability_min_labels = serializers.IntegerField(min_value=rules.RELIABILITY_MIN_LABELS_MIN, required=False)
+    review_kendall_w = serializers.FloatField(min_value=rules.SHARE_MIN, max_value=rules.SHARE_MAX, required=False)
     guideline = serializers.CharField(required=False, allow_blank=True, help_text="Published as version 1.")
 
 
@@ -530,28 +536,14 @@ class RankingSubmitApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer, 200: OutputSerializer})
     def post(self, request: Request, assignment_id: int) -> Response:
-        data = request.data
-        if not isinstance(data, dict):
-            raise ApplicationError(
-                f"Send a JSON object with idempotency_key and ranks (or choice), not {type(data).__name__}.",
-                code="invalid",
-            )
         ranking, created = services.ranking_submit(
-            assignment_id=assignment_id,
-            labeler=request.user,
-            idempotency_key=data.get("idempotency_key"),
-            ranks=data.get("ranks"),
-            choice=data.get("choice"),
-            scores=data.get("scores"),
-            flags=data.get("flags"),
-            comment=data.get("comment", ""),
-            time_spent_ms=data.get("time_spent_ms", 0),
+            assignment_id=assignment_id, labeler=request.user, **services.ranking_submit_input(request.data)
         )
         body = {
             "id": ranking.pk,
             "assignment_id": ranking.assignment_id,
             "ranks": ranking.ranks,
-            "comparisons": len(ranking.ranks) * (len(ranking.ranks) - 1) // 2,
+            "comparisons": rules.pair_count(len(ranking.ranks)),
             "created": created,
         }
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
@@ -645,7 +637,9 @@ class GoldApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         response_set = quality_services.response_set_make_gold(
-            response_set=_project_set(project_id, set_id), ranks=serializer.validated_data.get("ranks")
+            response_set=_project_set(project_id, set_id),
+            ranks=serializer.validated_data.get("ranks"),
+            actor=request.user,
         )
         return Response({"response_set_id": response_set.pk, "gold_ranks": response_set.gold_ranks})
 
@@ -678,7 +672,7 @@ class ReviewAcceptApi(APIView):
             raise ApplicationError(
                 f"ranking_id: ranking {serializer.validated_data['ranking_id']} not found.", code="invalid"
             )
-        consensus = quality_services.review_accept(response_set=response_set, ranking=ranking)
+        consensus = quality_services.review_accept(response_set=response_set, ranking=ranking, actor=request.user)
         return Response({"response_set_id": response_set.pk, "ranks": consensus.ranks, "source": consensus.source})
 
 
@@ -728,5 +722,7 @@ class LabelerOverrideApi(APIView):
         user = get_user_model().objects.select_related("profile").filter(pk=user_id).first()
         if user is None:
             raise NotFound(f"User {user_id} not found.")
-        quality = quality_services.labeler_quality_override(project=project, labeler=user, **serializer.validated_data)
+        quality = quality_services.labeler_quality_override(
+            project=project, labeler=user, actor=request.user, **serializer.validated_data
+        )
         return Response({"labeler_id": user.pk, "override": quality.override})

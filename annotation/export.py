@@ -30,6 +30,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from annotation import rules
 from annotation.models import Comparison, Project, Prompt, Response, ResponseSetConsensus
 from config.exceptions import ApplicationError
 from labelers.models import LabelerQuality
@@ -102,7 +103,7 @@ def _row_dict(
     consensus_confidence: float | None = None,
 ) -> dict[str, Any]:
     (chosen_text, chosen_model), (rejected_text, rejected_model) = (
-        (second, first) if outcome == "b" else (first, second)
+        (second, first) if outcome == rules.OUTCOME_B else (first, second)
     )
     prompt_value, external_id, split, tags = prompt
     return {
@@ -110,7 +111,7 @@ def _row_dict(
         "chosen": _messages(chosen_text, "assistant") if conversational else chosen_text,
         "rejected": _messages(rejected_text, "assistant") if conversational else rejected_text,
         "margin": float(margin),
-        "is_tie": outcome == "tie",
+        "is_tie": outcome == rules.OUTCOME_TIE,
         "agreement": agreement,
         "n_annotators": n_annotators,
         "annotator_ids": [member[7] for member in members],
@@ -182,13 +183,13 @@ def _preference_rows(
             rank_a, rank_b = ranks.get(str(a_id)), ranks.get(str(b_id))
             if rank_a is None or rank_b is None:
                 continue
-            outcome = "a" if rank_a < rank_b else "b" if rank_b < rank_a else "tie"
-            if drop_ties and outcome == "tie":
+            outcome = rules.pair_outcome(rank_a, rank_b)
+            if drop_ties and outcome == rules.OUTCOME_TIE:
                 continue
             yield _row(
                 **common,
                 outcome=outcome,
-                margin=abs(rank_a - rank_b),
+                margin=rules.pair_margin(rank_a, rank_b),
                 members=members,
                 agreement=votes.get(outcome, 0),
                 n_annotators=len(members),
@@ -199,7 +200,7 @@ def _preference_rows(
         elif mode == "annotator":
             for member in members:
                 outcome = member[4]
-                if drop_ties and outcome == "tie":
+                if drop_ties and outcome == rules.OUTCOME_TIE:
                     continue
                 yield _row(
                     prompt=prompt,
@@ -215,11 +216,8 @@ def _preference_rows(
                     skills=skills,
                 )
         else:
-            ranked = sorted(votes.items(), key=itemgetter(1), reverse=True)  # as Counter.most_common
-            outcome = ranked[0][0]
-            if len(ranked) > 1 and ranked[1][1] == ranked[0][1]:
-                outcome = "tie"  # no majority: the labelers split evenly
-            if drop_ties and outcome == "tie":
+            outcome = rules.majority_outcome(votes)
+            if drop_ties and outcome == rules.OUTCOME_TIE:
                 continue
             majority = [member for member in members if member[4] == outcome]
             margin = sum(member[5] for member in majority) / len(majority) if majority else 0.0
@@ -290,7 +288,7 @@ class _LineBuilder:
         consensus_confidence: float | None = None,
     ) -> str:
         (chosen_text, chosen_model), (rejected_text, rejected_model) = (
-            (second, first) if outcome == "b" else (first, second)
+            (second, first) if outcome == rules.OUTCOME_B else (first, second)
         )
         prompt_value, external_id, split, tags = prompt
         enc = self.encoded
@@ -321,7 +319,7 @@ class _LineBuilder:
         confidence = "null" if consensus_confidence is None else repr(float(consensus_confidence))
         return (
             f'{{"prompt":{enc(("prompt", external_id), prompt_value)},"chosen":{chosen},"rejected":{rejected},'
-            f'"margin":{float(margin)!r},"is_tie":{"true" if outcome == "tie" else "false"},'
+            f'"margin":{float(margin)!r},"is_tie":{"true" if outcome == rules.OUTCOME_TIE else "false"},'
             f'"agreement":{agreement},"n_annotators":{n_annotators},"annotator_ids":{annotators},'
             f'"annotator_skills":{skill_list},"consensus_confidence":{confidence},"ranking_ids":{rankings},'
             f'"comparison_ids":{comparisons},"guideline_versions":{versions},'

@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 
+from annotation import rules
 from annotation.models import TaskMode
 from labelers.models import Role
 
@@ -13,15 +14,18 @@ from labelers.models import Role
 class ProjectForm(forms.Form):
     name = forms.CharField(max_length=200)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
-    k = forms.IntegerField(label="K (responses per set)", min_value=2, max_value=9, initial=4)
+    k = forms.IntegerField(label="K (responses per set)", min_value=rules.K_MIN, max_value=rules.K_MAX, initial=4)
     task_mode = forms.ChoiceField(label="Task mode", choices=TaskMode.choices, initial=TaskMode.RANK)
     overlap = forms.IntegerField(
-        min_value=1, max_value=50, initial=3, help_text="Distinct labelers who must submit each response set."
+        min_value=rules.OVERLAP_MIN,
+        max_value=rules.OVERLAP_MAX,
+        initial=3,
+        help_text="Distinct labelers who must submit each response set.",
     )
     lease_minutes = forms.IntegerField(
         label="Lease (minutes)",
-        min_value=1,
-        max_value=24 * 60,
+        min_value=rules.LEASE_MINUTES_MIN,
+        max_value=rules.LEASE_MINUTES_MAX,
         initial=30,
         help_text="How long a labeler holds an item.",
     )
@@ -35,47 +39,47 @@ class ProjectForm(forms.Form):
     gold_rate = forms.FloatField(
         required=False,
         label="Gold rate",
-        min_value=0.0,
-        max_value=1.0,
+        min_value=rules.SHARE_MIN,
+        max_value=rules.SHARE_MAX,
         initial=0.0,
         help_text="Share of items that are gold (0..1).",
     )
     qualification_items = forms.IntegerField(
         required=False,
         label="Qualification items",
-        min_value=0,
-        max_value=100,
+        min_value=rules.QUALIFICATION_ITEMS_MIN,
+        max_value=rules.QUALIFICATION_ITEMS_MAX,
         initial=0,
         help_text="Gold items a new labeler ranks before real work (0: none).",
     )
     qualification_threshold = forms.FloatField(
         required=False,
         label="Qualification threshold",
-        min_value=0.0,
-        max_value=1.0,
+        min_value=rules.SHARE_MIN,
+        max_value=rules.SHARE_MAX,
         initial=0.7,
         help_text="Gold accuracy needed.",
     )
     reliability_threshold = forms.FloatField(
         required=False,
         label="Pause below reliability",
-        min_value=0.0,
-        max_value=1.0,
+        min_value=rules.SHARE_MIN,
+        max_value=rules.SHARE_MAX,
         initial=0.0,
         help_text="Labelers whose reliability falls below this are paused (0: never).",
     )
     reliability_min_labels = forms.IntegerField(
         required=False,
         label="Comparisons before a pause",
-        min_value=1,
+        min_value=rules.RELIABILITY_MIN_LABELS_MIN,
         initial=60,
         help_text="Reliability needs this many first.",
     )
     review_kendall_w = forms.FloatField(
         required=False,
         label="Review below Kendall's W",
-        min_value=0.0,
-        max_value=1.0,
+        min_value=rules.SHARE_MIN,
+        max_value=rules.SHARE_MAX,
         initial=0.3,
         help_text="Sets whose labelers agree less than this go to review.",
     )
@@ -93,11 +97,12 @@ class ProjectForm(forms.Form):
                 continue
             key, _, label = raw.partition("|")
             key = key.strip()
-            if not key.replace("_", "").isalnum() or key != key.lower():
+            if not rules.flag_key_valid(key):
                 raise forms.ValidationError(
-                    f"Line {number}: the key '{key}' may hold only lower-case letters, digits and underscores."
+                    f"Line {number}: the key '{key}' may hold only lower-case letters, digits and underscores "
+                    f"(at most {rules.FLAG_KEY_MAX})."
                 )
-            flags.append({"key": key, "label": label.strip() or key.replace("_", " ").capitalize()})
+            flags.append({"key": key, "label": label.strip() or rules.flag_label_default(key)})
         return flags
 
     @staticmethod

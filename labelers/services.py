@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
@@ -63,10 +65,11 @@ def user_update(
     status: str | None = None,
     status_reason: str | None = None,
     actor: AuthUser | None = None,
+    project: Any | None = None,
 ) -> AuthUser:
     """Change a user's role or working status (pause / reactivate). The last active admin cannot be
     demoted or paused (409 ``last_admin``). Each change is one audit row: by ``actor``, or by the
-    loop (quality rules) when None."""
+    loop (quality rules) when None; ``project`` is the project whose rule decided it, if any."""
     if role is not None and role not in Role.values:
         raise ApplicationError(f"role: '{role}' is not one of {', '.join(Role.values)}.", code="invalid_role")
     if status is not None and status not in LabelerStatus.values:
@@ -105,6 +108,7 @@ def user_update(
             actor=actor,
             action=AuditAction.LABELER_PAUSE if profile.status == LabelerStatus.PAUSED else AuditAction.LABELER_RESUME,
             target=user,
+            project=project,
             reason=profile.status_reason,
             before={"status": old_status, "reason": old_reason},
             after={"status": profile.status, "reason": profile.status_reason},

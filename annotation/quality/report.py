@@ -17,7 +17,8 @@ import numpy as np
 from django.db import connection
 from django.utils import timezone
 
-from annotation.models import Project
+from annotation import rules
+from annotation.models import Comparison, Guideline, Project, Ranking, ResponseSet
 from annotation.quality import metrics
 
 MIN_PAIR_OVERLAP = 20  # label pairs two labelers must share before their Cohen's kappa is shown
@@ -43,14 +44,13 @@ class Labels:
 
 
 _COLUMNS = ("set_id", "a", "b", "code", "labeler", "ranking", "version", "day")
-_SELECT = """
-    SELECT c.response_set_id, c.response_a_id, c.response_b_id,
-           CASE c.outcome WHEN 'a' THEN 1 WHEN 'b' THEN -1 ELSE 0 END,
-           c.labeler_id, c.ranking_id, COALESCE(g.version, 0), {day}
-    FROM annotation_comparison c
-    JOIN annotation_responseset s ON s.id = c.response_set_id
-    JOIN annotation_ranking r ON r.id = c.ranking_id
-    LEFT JOIN annotation_guideline g ON g.id = r.guideline_id
+_SELECT = f"""
+    SELECT c.response_set_id, c.response_a_id, c.response_b_id, {rules.sql_outcome_code("c.outcome")},
+           c.labeler_id, c.ranking_id, COALESCE(g.version, 0), {{day}}
+    FROM {Comparison._meta.db_table} c
+    JOIN {ResponseSet._meta.db_table} s ON s.id = c.response_set_id
+    JOIN {Ranking._meta.db_table} r ON r.id = c.ranking_id
+    LEFT JOIN {Guideline._meta.db_table} g ON g.id = r.guideline_id
     WHERE s.project_id = %s
 """
 
@@ -77,10 +77,6 @@ def load_labels(project_id: int) -> Labels:
             cursor.execute(sql, [project_id])
             data = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, len(_COLUMNS))
     return Labels(**{name: np.ascontiguousarray(data[:, i]) for i, name in enumerate(_COLUMNS)})
-
-
-def _rate(agreeing: float, total: float) -> float | None:
-    return round(float(agreeing) / float(total), 6) if total else None
 
 
 def _round(value: float | None) -> float | None:
@@ -253,7 +249,7 @@ def compute_report(
         by_version.append(
             {
                 "version": version or None,
-                "percent_agreement": _rate(same[mask].sum(), mask.sum()),
+                "percent_agreement": rules.rate(same[mask].sum(), mask.sum()),
                 "pairs": int(mask.sum()),
                 "comparisons": int((labels.version == version).sum()),
             }
@@ -272,7 +268,7 @@ def compute_report(
     report["by_tag"] = [
         {
             "tag": tag,
-            "percent_agreement": _rate(tag_agree[tag], tag_pairs[tag]),
+            "percent_agreement": rules.rate(tag_agree[tag], tag_pairs[tag]),
             "pairs": int(tag_pairs[tag]),
             "sets": tag_sets[tag],
         }
@@ -290,7 +286,7 @@ def compute_report(
         {
             "labeler_id": labeler,
             "username": usernames.get(labeler, str(labeler)),
-            "percent_agreement": _rate(agree_lab[labeler], total_lab[labeler]),
+            "percent_agreement": rules.rate(agree_lab[labeler], total_lab[labeler]),
             "pairs": int(total_lab[labeler]),
             "comparisons": int(comparisons_lab[labeler]),
             "rankings": int(rankings_lab[labeler]),
@@ -308,7 +304,7 @@ def compute_report(
         {
             "a": int(key // n_lab),
             "b": int(key % n_lab),
-            "percent_agreement": _rate(agree_pair[i], total_pair[i]),
+            "percent_agreement": rules.rate(agree_pair[i], total_pair[i]),
             "pairs": int(total_pair[i]),
             "cohens_kappa": _round(kappas[(int(key // n_lab), int(key % n_lab))][0])
             if total_pair[i] >= MIN_PAIR_OVERLAP
@@ -326,7 +322,7 @@ def compute_report(
     report["over_time"] = [
         {
             "date": str(epoch + np.timedelta64(int(d), "D")),
-            "percent_agreement": _rate(agree_day[i], total_day[i]),
+            "percent_agreement": rules.rate(agree_day[i], total_day[i]),
             "pairs": int(total_day[i]),
         }
         for i, d in enumerate(days.tolist())
@@ -390,7 +386,7 @@ def project_quality(*, project: Project, bootstrap: int = 1000) -> QualityResult
         row.update({key: figures.get(key) for key in LABELER_COLUMNS})
         g = gold.get(row["labeler_id"], {})
         row["gold_items"] = g.get("gold_items", 0)
-        row["gold_accuracy"] = _rate(g.get("gold_pairs_agreed", 0), g.get("gold_pairs", 0))
+        row["gold_accuracy"] = rules.rate(g.get("gold_pairs_agreed", 0), g.get("gold_pairs", 0))
         row["qualification"] = g.get("qualification", "not_required")
     if len(labels):
         report["headline"]["consensus_confidence_mean"] = {"value": _round(float(consensus["confidence"].mean()))}
@@ -566,8 +562,8 @@ def compute_labeler_quality(
         out[labeler] = {
             "reliability": _round(skill.get(labeler)),
             "comparisons": int(counts[labeler]),
-            "agreement_with_consensus": _rate(agrees[labeler], counts[labeler]),
-            "position_bias": _rate(first_wins[labeler], decided_n[labeler]),
+            "agreement_with_consensus": rules.rate(agrees[labeler], counts[labeler]),
+            "position_bias": rules.rate(first_wins[labeler], decided_n[labeler]),
             "fast_items": int(fast[labeler]),
             "intransitive_cycles": cycles.get(labeler, 0),
             "median_time_ms": int(np.median(times)) if times.size else None,

@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import Max
 from django.utils import timezone
 
+from annotation import rules
 from annotation.models import AgreementReport, Project, Ranking
 
 # Column order per table (JSON storage on PostgreSQL does not keep key order).
@@ -78,50 +79,6 @@ def agreement_table_csv(*, report: dict[str, Any], table: str) -> str:
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 DRILLDOWN_LIMIT = 500
-
-
-def _sign(value: int) -> int:
-    return (value > 0) - (value < 0)
-
-
-def _codes(ranks: dict[str, int], response_ids: list[int]) -> dict[tuple[int, int], int]:
-    """One ranking as pairwise decisions on (lower id, higher id): 1 the first wins, -1 the second, 0 a tie."""
-    ordered = sorted(response_ids)
-    out = {}
-    for i, a in enumerate(ordered):
-        for b in ordered[i + 1 :]:
-            rank_a, rank_b = ranks.get(str(a)), ranks.get(str(b))
-            if rank_a is not None and rank_b is not None:
-                out[(a, b)] = _sign(int(rank_b) - int(rank_a))
-    return out
-
-
-def _pair_agreement(first: dict[tuple[int, int], int], second: dict[tuple[int, int], int]) -> tuple[int, int]:
-    """Agreeing decisions and decisions both made (a tie agrees only with a tie, as in the report)."""
-    shared = first.keys() & second.keys()
-    return sum(first[key] == second[key] for key in shared), len(shared)
-
-
-def _kendall_w(rank_lists: list[list[int]]) -> float | None:
-    """Kendall's W with the tie correction, on mid-ranks, for the rankings of one set."""
-    m = len(rank_lists)
-    k = len(rank_lists[0]) if rank_lists else 0
-    if m < 2 or k < 2:
-        return None
-    sums = [0.0] * k
-    tie_term = 0.0
-    for ranks in rank_lists:
-        for index, rank in enumerate(ranks):
-            better = sum(1 for other in ranks if other < rank)
-            tied = sum(1 for other in ranks if other == rank)
-            sums[index] += better + (tied + 1) / 2.0
-        for value in set(ranks):
-            t = ranks.count(value)
-            tie_term += t**3 - t
-    mean = m * (k + 1) / 2.0
-    s = sum((total - mean) ** 2 for total in sums)
-    denominator = m**2 * (k**3 - k) - m * tie_term
-    return round(12.0 * s / denominator, 6) if denominator > 0 else None
 
 
 def labeler_standing(*, project: Project, labeler_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -225,16 +182,16 @@ def response_set_review_detail(*, response_set: Any) -> dict[str, Any]:
     letter = {pk: LETTERS[index] for index, pk in enumerate(response_ids)}
     flag_labels = {flag.get("key"): flag.get("label", flag.get("key")) for flag in project.flags or []}
     consensus = ResponseSetConsensus.objects.filter(response_set=response_set).first()
-    consensus_codes = _codes(consensus.ranks, response_ids) if consensus is not None else {}
+    consensus_codes = rules.ranking_codes(consensus.ranks, response_ids) if consensus is not None else {}
     rankings = list(
         Ranking.objects.filter(response_set=response_set).select_related("labeler", "guideline").order_by("id")
     )
     columns = []
     codes = []
     for ranking in rankings:
-        mine = _codes(ranking.ranks, response_ids)
+        mine = rules.ranking_codes(ranking.ranks, response_ids)
         codes.append(mine)
-        agreed, total = _pair_agreement(mine, consensus_codes)
+        agreed, total = rules.pair_agreement(mine, consensus_codes)
         columns.append(
             {
                 "ranking_id": ranking.pk,
@@ -245,7 +202,7 @@ def response_set_review_detail(*, response_set: Any) -> dict[str, Any]:
                 "comment": ranking.comment,
                 "pairwise_choice": ranking.pairwise_choice,
                 "seen_order": "".join(letter.get(int(pk), "?") for pk in ranking.display_order),
-                "agreement_with_consensus": round(agreed / total, 6) if total else None,
+                "agreement_with_consensus": rules.rate(agreed, total),
                 "accepted": consensus is not None and consensus.accepted_ranking_id == ranking.pk,
                 "created_at": ranking.created_at,
             }
@@ -274,7 +231,7 @@ def response_set_review_detail(*, response_set: Any) -> dict[str, Any]:
     agreed = total = 0
     for i, first in enumerate(codes):
         for second in codes[i + 1 :]:
-            a, t = _pair_agreement(first, second)
+            a, t = rules.pair_agreement(first, second)
             agreed, total = agreed + a, total + t
     rank_lists = [[int(ranking.ranks.get(str(pk), 0)) for pk in response_ids] for ranking in rankings]
     return {
@@ -290,9 +247,9 @@ def response_set_review_detail(*, response_set: Any) -> dict[str, Any]:
             "accepted_ranking_id": consensus.accepted_ranking_id,
             "order": _order_text(consensus.ranks, letter),
         },
-        "percent_agreement": round(agreed / total, 6) if total else None,
+        "percent_agreement": rules.rate(agreed, total),
         "pairs": total,
-        "kendall_w": _kendall_w(rank_lists),
+        "kendall_w": rules.kendall_w(rank_lists),
         "review_state": response_set.review_state,
         "review_state_label": response_set.get_review_state_display(),
         "is_gold": response_set.is_gold,
@@ -350,7 +307,7 @@ def agreement_drilldown(
     for response_set in candidates:
         rankings = by_set.get(response_set.pk, [])
         response_ids = items.get(response_set.pk, [])
-        coded = [(r, _codes(r.ranks, response_ids)) for r in rankings]
+        coded = [(r, rules.ranking_codes(r.ranks, response_ids)) for r in rankings]
         agreed = total = 0
         for i, (first, first_codes) in enumerate(coded):
             for second, second_codes in coded[i + 1 :]:
@@ -362,14 +319,14 @@ def agreement_drilldown(
                     continue
                 if version is not None and not (_version(first) == _version(second) == version):
                     continue
-                a, t = _pair_agreement(first_codes, second_codes)
+                a, t = rules.pair_agreement(first_codes, second_codes)
                 agreed, total = agreed + a, total + t
         rows.append(
             {
                 "response_set_id": response_set.pk,
                 "prompt": _excerpt(_prompt_text(response_set.prompt)),
                 "rankings": len(rankings),
-                "percent_agreement": round(agreed / total, 6) if total else None,
+                "percent_agreement": rules.rate(agreed, total),
                 "agreeing": agreed,
                 "pairs": total,
                 "kendall_w": low_w.get(response_set.pk),
@@ -387,7 +344,7 @@ def agreement_drilldown(
         "total": len(rows),
         "agreeing": agreeing,
         "pairs": pairs,
-        "percent_agreement": round(agreeing / pairs, 6) if pairs else None,
+        "percent_agreement": rules.rate(agreeing, pairs),
         "truncated": len(rows) > DRILLDOWN_LIMIT,
     }
 

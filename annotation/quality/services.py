@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 
+from annotation import rules
 from annotation.models import (
     AgreementReport,
     ConsensusSource,
@@ -22,6 +23,8 @@ from annotation.models import (
     ReviewState,
 )
 from annotation.quality.report import project_quality
+from audit.models import AuditAction
+from audit.services import audit_record
 from config.exceptions import ApplicationError, Conflict
 from labelers.models import LabelerQuality, LabelerStatus, QualificationState
 from labelers.services import user_update
@@ -144,7 +147,8 @@ def _auto_pause(*, project: Project, user: Any, quality: LabelerQuality) -> None
         f"{AUTO_PAUSE_PREFIX} reliability {quality.reliability:.2f} on '{project.name}' is below "
         f"{threshold:.2f} (over {quality.comparisons} comparisons)."
     )
-    user_update(user=user, status=LabelerStatus.PAUSED, status_reason=reason[:500])
+    # The loop decided: the audit row (``user_update``) has no actor, the reason and the project.
+    user_update(user=user, status=LabelerStatus.PAUSED, status_reason=reason[:500], project=project)
     logger.info("paused labeler %s: %s", user.pk, reason)
 
 
@@ -182,21 +186,6 @@ def labeler_quality_get(*, project: Project, labeler: AuthUser, lock: bool = Fal
     return quality
 
 
-def _pairs_agreeing(ranks: dict[int, int], reference: dict[str, int]) -> tuple[int, int]:
-    ids = sorted(ranks)
-    agreed = total = 0
-    for i, a in enumerate(ids):
-        for b in ids[i + 1 :]:
-            mine = (ranks[a] > ranks[b]) - (ranks[a] < ranks[b])
-            ref_a, ref_b = reference.get(str(a)), reference.get(str(b))
-            if ref_a is None or ref_b is None:
-                continue
-            theirs = (ref_a > ref_b) - (ref_a < ref_b)
-            total += 1
-            agreed += mine == theirs
-    return agreed, total
-
-
 @transaction.atomic
 def gold_result_record(
     *, project: Project, labeler: AuthUser, ranks: dict[int, int], gold_ranks: dict[str, int]
@@ -204,7 +193,7 @@ def gold_result_record(
     """Score one gold ranking against its reference (pairs, a tie agrees only with a tie) and settle
     the labeler's qualification once they have ranked enough gold."""
     quality = labeler_quality_get(project=project, labeler=labeler, lock=True)
-    agreed, total = _pairs_agreeing(ranks, gold_ranks)
+    agreed, total = rules.ranking_agreement(ranks, gold_ranks)
     quality.gold_items += 1
     quality.gold_pairs += total
     quality.gold_pairs_agreed += agreed
@@ -218,14 +207,17 @@ def gold_result_record(
 
 
 @transaction.atomic
-def response_set_make_gold(*, response_set: ResponseSet, ranks: dict[str, int] | None = None) -> ResponseSet:
+def response_set_make_gold(
+    *, response_set: ResponseSet, actor: AuthUser | None, ranks: dict[str, int] | None = None
+) -> ResponseSet:
     """Make a set gold with a reference ranking, or, without one, with its consensus (which must be
-    confident: at least the project's qualification threshold)."""
+    confident: at least the project's qualification threshold). One audit row, by ``actor``."""
+    source = "a reference ranking" if ranks is not None else "its consensus"
     if ranks is None:
         consensus = ResponseSetConsensus.objects.filter(response_set=response_set).first()
         if consensus is None:
             raise Conflict("ranks: this set has no consensus yet; give a reference ranking.", code="no_consensus")
-        if consensus.confidence < response_set.project.qualification_threshold:
+        if not rules.consensus_good_as_gold(consensus.confidence, response_set.project.qualification_threshold):
             raise Conflict(
                 f"ranks: the consensus confidence {consensus.confidence:.2f} is below "
                 f"{response_set.project.qualification_threshold:.2f}; give a reference ranking.",
@@ -233,24 +225,38 @@ def response_set_make_gold(*, response_set: ResponseSet, ranks: dict[str, int] |
             )
         ranks = consensus.ranks
     response_ids = [int(pk) for pk in response_set.items.values_list("response_id", flat=True)]
-    clean = {str(k): v for k, v in _validate_reference(ranks, response_ids, response_set.project.k).items()}
+    try:
+        reference = rules.ranks_validate(ranks, response_ids, response_set.project.k)
+    except rules.RuleViolation as exc:
+        raise ApplicationError(str(exc), code=exc.code, errors=[{"field": exc.field, "message": exc.message}]) from None
+    clean = {str(k): v for k, v in reference.items()}
+    before = {"is_gold": response_set.is_gold, "gold_ranks": response_set.gold_ranks}
     response_set.is_gold = True
     response_set.gold_ranks = clean
     response_set.save(update_fields=["is_gold", "gold_ranks"])
+    audit_record(
+        actor=actor,
+        action=AuditAction.GOLD_SET,
+        target=response_set,
+        project=response_set.project,
+        reason=f"Gold with {source} as the reference.",
+        before=before,
+        after={"is_gold": True, "gold_ranks": clean},
+    )
     return response_set
 
 
-def _validate_reference(ranks: Any, response_ids: list[int], k: int) -> dict[int, int]:
-    from annotation.services.ranking import _validate_ranks
-
-    return _validate_ranks(ranks, response_ids, k)
-
-
 @transaction.atomic
-def review_accept(*, response_set: ResponseSet, ranking: Ranking) -> ResponseSetConsensus:
-    """An admin takes one labeler's ranking as the set's consensus."""
+def review_accept(*, response_set: ResponseSet, ranking: Ranking, actor: AuthUser | None) -> ResponseSetConsensus:
+    """An admin (``actor``) takes one labeler's ranking as the set's consensus; one audit row."""
     if ranking.response_set_id != response_set.pk:
         raise ApplicationError("ranking_id: that ranking belongs to another response set.", code="invalid")
+    previous = ResponseSetConsensus.objects.filter(response_set=response_set).first()
+    before = (
+        {}
+        if previous is None
+        else {"source": previous.source, "ranks": previous.ranks, "accepted_ranking_id": previous.accepted_ranking_id}
+    )
     consensus, _ = ResponseSetConsensus.objects.update_or_create(
         response_set=response_set,
         defaults={
@@ -263,6 +269,15 @@ def review_accept(*, response_set: ResponseSet, ranking: Ranking) -> ResponseSet
     )
     response_set.review_state = ReviewState.ACCEPTED
     response_set.save(update_fields=["review_state"])
+    audit_record(
+        actor=actor,
+        action=AuditAction.REVIEW_ACCEPT,
+        target=response_set,
+        project=response_set.project,
+        reason=f"Ranking {ranking.pk} by {ranking.labeler.get_username()} taken as the consensus.",
+        before=before,
+        after={"source": ConsensusSource.REVIEW.value, "ranks": ranking.ranks, "accepted_ranking_id": ranking.pk},
+    )
     return consensus
 
 
@@ -279,9 +294,13 @@ def review_request_more_labels(*, response_set: ResponseSet) -> ResponseSet:
 
 
 @transaction.atomic
-def labeler_quality_override(*, project: Project, labeler: AuthUser, override: bool) -> LabelerQuality:
-    """An admin lets a labeler work despite the automatic checks (or withdraws that)."""
+def labeler_quality_override(
+    *, project: Project, labeler: AuthUser, override: bool, actor: AuthUser | None
+) -> LabelerQuality:
+    """An admin (``actor``) lets a labeler work despite the automatic checks (or withdraws that);
+    one audit row, and a second (``user_update``) when that lifts an automatic pause."""
     quality = labeler_quality_get(project=project, labeler=labeler, lock=True)
+    before = quality.override
     quality.override = override
     quality.save(update_fields=["override", "updated_at"])
     profile = getattr(labeler, "profile", None)
@@ -291,5 +310,14 @@ def labeler_quality_override(*, project: Project, labeler: AuthUser, override: b
         and profile.status == LabelerStatus.PAUSED
         and profile.status_reason.startswith(AUTO_PAUSE_PREFIX)
     ):
-        user_update(user=labeler, status=LabelerStatus.ACTIVE, status_reason="")
+        user_update(user=labeler, status=LabelerStatus.ACTIVE, status_reason="", actor=actor, project=project)
+    if before != override:
+        audit_record(
+            actor=actor,
+            action=AuditAction.QUALITY_OVERRIDE,
+            target=labeler,
+            project=project,
+            before={"override": before},
+            after={"override": override},
+        )
     return quality

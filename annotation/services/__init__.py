@@ -8,7 +8,7 @@ from annotation.services.projects import (
     project_create,
     project_update,
 )
-from annotation.services.ranking import ranking_submit
+from annotation.services.ranking import ranking_submit, ranking_submit_input
 
 __all__ = [
     "ImportSummary",
@@ -21,5 +21,6 @@ __all__ = [
     "project_update",
     "prompts_import",
     "ranking_submit",
+    "ranking_submit_input",
     "response_sets_build",
 ]

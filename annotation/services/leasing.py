@@ -25,6 +25,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from annotation import rules
 from annotation.models import (
     Assignment,
     AssignmentStatus,
@@ -97,12 +98,36 @@ def _active_leases(response_set_id: Any, now: Any) -> Any:
     return Assignment.objects.filter(response_set=response_set_id, status=AssignmentStatus.LEASED, expires_at__gt=now)
 
 
-def response_set_slots_taken(response_set: ResponseSet, now: Any, *, exclude_assignment: int | None = None) -> int:
-    """Submissions plus live leases of ``response_set``; exact only while its row is locked."""
+def response_set_live_leases(response_set: ResponseSet, now: Any, *, exclude_assignment: int | None = None) -> int:
+    """Live leases of ``response_set`` (its slots taken are these plus its submissions, see
+    ``rules.slot_free``); exact only while its row is locked."""
     leases = _active_leases(response_set.pk, now)
     if exclude_assignment is not None:
         leases = leases.exclude(pk=exclude_assignment)
-    return response_set.submitted_count + leases.count()
+    return leases.count()
+
+
+def _lease_insert() -> tuple[str, str]:
+    """Columns and values of a new lease's INSERT: every field of ``Assignment`` but the key, in
+    the model's order; a field the model gains and this does not fill fails at import."""
+    values = {
+        "response_set_id": "%(set)s",
+        "labeler_id": "%(labeler)s",
+        "status": db.literal(AssignmentStatus.LEASED),
+        "display_order": "%(display_order)s",
+        "guideline_id": "%(guideline)s",
+        "leased_at": "%(now)s",
+        "expires_at": "%(expires)s",
+        "finished_at": "NULL",
+        "skip_reason": "''",
+    }
+    fields = [field for field in Assignment._meta.concrete_fields if not field.primary_key]
+    if {field.attname for field in fields} != set(values):
+        raise RuntimeError(f"Assignment INSERT: fields {sorted({f.attname for f in fields} ^ set(values))} not matched")
+    return ", ".join(str(f.column) for f in fields), ", ".join(values[f.attname] for f in fields)
+
+
+_LEASE_COLUMNS, _LEASE_VALUES = _lease_insert()
 
 
 @cache
@@ -113,6 +138,11 @@ def _sql() -> dict[str, str]:
     live = (
         f"SELECT count(*) FROM {assignment} l "
         f"WHERE l.response_set_id = {{}} AND l.status = {leased} AND l.expires_at > %s"
+    )
+    # The set's own rules, written once in ``annotation.rules``: gold never fills, a free slot.
+    fills = rules.sql_fills("s.is_gold")
+    free = rules.sql_slot_free(
+        required="s.required_count", submitted="s.submitted_count", live_leases=live.format("s.id")
     )
     return {
         # My leases on the project that are live or lapsed; ``current``: live now.
@@ -126,11 +156,11 @@ def _sql() -> dict[str, str]:
         "candidate": f"""
             SELECT {db.columns(ResponseSet, "s")}, {db.columns(Prompt, "pr")}
             FROM {response_set} s JOIN {db.table(Prompt)} pr ON pr.id = s.prompt_id
-            WHERE s.project_id = %s AND s.status = {db.literal(ResponseSetStatus.OPEN)} AND NOT s.is_gold
+            WHERE s.project_id = %s AND s.status = {db.literal(ResponseSetStatus.OPEN)} AND {fills}
               AND NOT EXISTS (
                 SELECT 1 FROM {assignment} m
                 WHERE m.response_set_id = s.id AND m.labeler_id = %s AND m.status <> {expired})
-              AND s.required_count > s.submitted_count + ({live.format("s.id")})
+              AND {free}
             ORDER BY s.submitted_count DESC, s.id
             LIMIT 1""",
         # The set's responses in position order and, in this fresh statement (under the set's
@@ -139,10 +169,7 @@ def _sql() -> dict[str, str]:
             SELECT ({live.format("%s")}), {db.columns(Response, "r")}
             FROM {db.table(ResponseSetItem)} i JOIN {db.table(Response)} r ON r.id = i.response_id
             WHERE i.response_set_id = %s ORDER BY i.position""",
-        "insert": f"""
-            INSERT INTO {assignment} (response_set_id, labeler_id, status, display_order, guideline_id,
-                                      leased_at, expires_at, finished_at, skip_reason)
-            VALUES (%s, %s, {leased}, %s, %s, %s, %s, NULL, '') RETURNING id""",
+        "insert": f"INSERT INTO {assignment} ({_LEASE_COLUMNS}) VALUES ({_LEASE_VALUES}) RETURNING id",
     }
 
 
@@ -193,7 +220,7 @@ def _lease_once(*, project: Project, labeler: AuthUser) -> Assignment | Literal[
             .order_by("?")
             .first()
         )
-        if gold is not None:  # gold sets never fill up: no slot to check
+        if gold is not None:  # gold sets never fill up (``rules.slot_free``); _assign checks anyway
             return _assign(project=project, labeler=labeler, response_set=gold, now=now, mine_expired=mine_expired)
         if qualifying:
             return None  # no gold left to qualify on: nothing this labeler may take yet
@@ -221,7 +248,12 @@ def _assign(
     it if I had one; ``False`` when its slots filled up since the candidate query."""
     rows = db.fetch_all(_sql()["responses"], [response_set.pk, db.db_datetime(now), response_set.pk])
     leased_now = rows[0][0] if rows else 0
-    if not response_set.is_gold and response_set.submitted_count + leased_now >= response_set.required_count:
+    if not rules.slot_free(
+        is_gold=response_set.is_gold,
+        required=response_set.required_count,
+        submitted=response_set.submitted_count,
+        live_leases=leased_now,
+    ):
         return False
     expires = now + timedelta(minutes=project.lease_minutes)
     existing = mine_expired.get(response_set.pk)
@@ -236,14 +268,14 @@ def _assign(
         random.shuffle(order)
         row = db.fetch_one(
             _sql()["insert"],
-            [
-                response_set.pk,
-                labeler.pk,
-                json.dumps(order),
-                project.current_guideline_id,
-                db.db_datetime(now),
-                db.db_datetime(expires),
-            ],
+            {
+                "set": response_set.pk,
+                "labeler": labeler.pk,
+                "display_order": json.dumps(order),
+                "guideline": project.current_guideline_id,
+                "now": db.db_datetime(now),
+                "expires": db.db_datetime(expires),
+            },
         )
         if row is None:
             raise RuntimeError("INSERT ... RETURNING returned no row")

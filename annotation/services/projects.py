@@ -7,7 +7,10 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from annotation import rules
 from annotation.models import Guideline, GuidelineAcknowledgement, Project, TaskMode
+from audit.models import AuditAction
+from audit.services import audit_record
 from config.exceptions import ApplicationError, Conflict
 from labelers.types import AuthUser
 
@@ -28,36 +31,25 @@ PROJECT_FIELDS = (
     "reliability_min_labels",
     "review_kendall_w",
 )
-SHARE_FIELDS = ("gold_rate", "qualification_threshold", "reliability_threshold", "review_kendall_w")
 
 
 def _validate_project(project: Project) -> None:
+    """The project rules (``annotation.rules``): bounds, the task mode, the flags. The serializer and
+    the form take the same bounds, but a caller of the service gets the same answer without them."""
     if not project.name.strip():
         raise ApplicationError("name: must not be empty.", code="invalid")
-    if not 2 <= project.k <= 9:
-        raise ApplicationError(f"k: must be between 2 and 9, got {project.k}.", code="invalid")
     if project.task_mode not in TaskMode.values:
         raise ApplicationError(f"task_mode: must be one of {', '.join(TaskMode.values)}.", code="invalid")
-    if project.task_mode == TaskMode.PAIRWISE and project.k != 2:
-        raise ApplicationError(f"k: pairwise projects show exactly 2 responses, got {project.k}.", code="invalid")
-    if project.overlap < 1:
-        raise ApplicationError("overlap: must be at least 1.", code="invalid")
-    if project.lease_minutes < 1:
-        raise ApplicationError("lease_minutes: must be at least 1.", code="invalid")
-    for field in SHARE_FIELDS:
-        value = getattr(project, field)
-        if not 0.0 <= value <= 1.0:
-            raise ApplicationError(f"{field}: must be between 0 and 1, got {value}.", code="invalid")
-    if not isinstance(project.flags, list):
-        raise ApplicationError("flags: must be a list of {key, label}.", code="invalid")
-    keys: set[str] = set()
-    for index, flag in enumerate(project.flags):
-        if not isinstance(flag, dict) or not isinstance(flag.get("key"), str) or not flag["key"].strip():
-            raise ApplicationError(f"flags[{index}]: needs a non-empty 'key' and a 'label'.", code="invalid")
-        if flag["key"] in keys:
-            raise ApplicationError(f"flags[{index}]: key '{flag['key']}' appears twice.", code="invalid")
-        keys.add(flag["key"])
-        flag.setdefault("label", flag["key"].replace("_", " ").capitalize())
+    for field in rules.PROJECT_BOUNDS:
+        problem = rules.project_bound_problem(field, getattr(project, field))
+        if problem is not None:
+            raise ApplicationError(f"{field}: {problem}", code="invalid", errors=[{"field": field, "message": problem}])
+        if field == "k" and project.task_mode == TaskMode.PAIRWISE and project.k != rules.PAIRWISE_K:
+            raise ApplicationError(f"k: pairwise projects show exactly 2 responses, got {project.k}.", code="invalid")
+    try:
+        project.flags = rules.flags_validate(project.flags)
+    except rules.RuleViolation as exc:
+        raise ApplicationError(str(exc), code=exc.code, errors=[{"field": exc.field, "message": exc.message}]) from None
 
 
 @transaction.atomic
@@ -102,7 +94,8 @@ def project_update(*, project: Project, **fields: Any) -> Project:
 
 @transaction.atomic
 def guideline_publish(*, project: Project, body: str, note: str = "", published_by: AuthUser | None) -> Guideline:
-    """Publish the next immutable guideline version and make it the project's current one."""
+    """Publish the next immutable guideline version and make it the project's current one; one
+    audit row, by ``published_by``."""
     if not body.strip():
         raise ApplicationError("body: the guideline must not be empty.", code="invalid")
     locked = Project.objects.select_for_update().get(pk=project.pk)
@@ -112,6 +105,15 @@ def guideline_publish(*, project: Project, body: str, note: str = "", published_
     )
     locked.current_guideline = guideline
     locked.save(update_fields=["current_guideline", "updated_at"])
+    audit_record(
+        actor=published_by,
+        action=AuditAction.GUIDELINE_PUBLISH,
+        target=guideline,
+        project=locked,
+        reason=guideline.note,
+        before={"version": latest or None},
+        after={"version": guideline.version},
+    )
     project.current_guideline = guideline  # keep the caller's instance current
     return guideline
 

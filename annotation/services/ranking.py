@@ -22,24 +22,24 @@ submit is refused without writing, never written and then refused.
 from __future__ import annotations
 
 import json
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from itertools import combinations
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Subquery
+from django.db.models import DateTimeField, JSONField, Model, Subquery
 from django.utils import timezone
 
+from annotation import rules
 from annotation.models import (
     LIKERT_MAX,
     LIKERT_MIN,
     Assignment,
     AssignmentStatus,
     Comparison,
-    ComparisonOutcome,
     PairwiseChoice,
     Project,
     Ranking,
@@ -48,7 +48,7 @@ from annotation.models import (
     TaskMode,
 )
 from annotation.quality.services import agreement_refresh_schedule, gold_result_record
-from annotation.services.leasing import labeler_work_check, response_set_slots_taken
+from annotation.services.leasing import labeler_work_check, response_set_live_leases
 from annotation.services.text import text_unstorable
 from config import db
 from config.exceptions import ApplicationError, Conflict, NotFound
@@ -66,41 +66,8 @@ def _invalid(field: str, message: str, *, code: str = "invalid") -> ApplicationE
     return ApplicationError(f"{field}: {message}", code=code, errors=[{"field": field, "message": message}])
 
 
-def _response_id(key: Any) -> int | None:
-    """A response id from a JSON object key, or ``None`` when it is not a whole number."""
-    try:
-        return int(key)
-    except (TypeError, ValueError):
-        return None
-
-
-def _validate_ranks(raw: Any, response_ids: list[int], k: int) -> dict[int, int]:
-    if not isinstance(raw, dict) or not raw:
-        raise _invalid("ranks", "must be an object mapping each response id to its rank.")
-    ranks: dict[int, int] = {}
-    valid = set(response_ids)
-    for key, value in raw.items():
-        response_id = _response_id(key)
-        if response_id is None:
-            raise _invalid("ranks", f"'{key}' is not a response id.")
-        if response_id not in valid:
-            raise _invalid("ranks", f"response {response_id} is not in this response set.")
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= k:
-            raise _invalid(f"ranks.{response_id}", f"must be a whole number from 1 to {k}, got {value!r}.")
-        ranks[response_id] = value
-    missing = [response_id for response_id in response_ids if response_id not in ranks]
-    if missing:
-        raise _invalid(
-            "ranks", f"response {missing[0]} has no rank; every response of the set needs one.", code="incomplete"
-        )
-    used = sorted(set(ranks.values()))
-    if used != list(range(1, len(used) + 1)):
-        raise _invalid(
-            "ranks",
-            "ranks must be dense (1, 2, 3, ... with ties sharing a rank and no gaps); "
-            f"got {', '.join(map(str, used))}.",
-        )
-    return ranks
+def _violation(exc: rules.RuleViolation) -> ApplicationError:
+    return _invalid(exc.field, exc.message, code=exc.code)
 
 
 def _validate_scores(raw: Any, response_ids: list[int], *, required: bool) -> dict[str, int]:
@@ -110,7 +77,7 @@ def _validate_scores(raw: Any, response_ids: list[int], *, required: bool) -> di
         raise _invalid("scores", "must be an object mapping response ids to a score.")
     scores: dict[str, int] = {}
     for key, value in raw.items():
-        response_id = _response_id(key)
+        response_id = rules.response_id(key)
         if response_id is None or response_id not in response_ids:
             raise _invalid("scores", f"response {key} is not in this response set.")
         if isinstance(value, bool) or not isinstance(value, int) or not LIKERT_MIN <= value <= LIKERT_MAX:
@@ -123,52 +90,73 @@ def _validate_scores(raw: Any, response_ids: list[int], *, required: bool) -> di
     return scores
 
 
-def _validate_flags(raw: Any, response_ids: list[int], allowed: list[str]) -> dict[str, list[str]]:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise _invalid("flags", "must be an object mapping response ids to a list of flags.")
-    flags: dict[str, list[str]] = {}
-    for key, value in raw.items():
-        response_id = _response_id(key)
-        if response_id is None or response_id not in response_ids:
-            raise _invalid("flags", f"response {key} is not in this response set.")
-        if not isinstance(value, list):
-            raise _invalid(f"flags.{key}", "must be a list of flag keys.")
-        for flag in value:
-            if not isinstance(flag, str) or flag not in allowed:
-                raise _invalid(f"flags.{key}", f"'{flag}' is not a flag of this project ({', '.join(allowed)}).")
-        if value:
-            flags[str(response_id)] = sorted(set(value))
-    return flags
+def _insert_columns(model: type[Model], values: dict[str, str]) -> tuple[str, str]:
+    """``(columns, values)`` of an INSERT of ``model``: every concrete field but the key, in the
+    model's order, each with its value expression from ``values`` (keyed by attname). A field the
+    model gained and the statement does not fill fails at import, not at the first submit."""
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    names = {field.attname for field in fields}
+    if names != set(values):
+        raise RuntimeError(f"{model.__name__} INSERT: fields {sorted(names ^ set(values))} not matched")
+    return ", ".join(str(field.column) for field in fields), ", ".join(values[field.attname] for field in fields)
 
 
-def _comparison_rows(ranks: dict[int, int]) -> list[tuple[int, int, str, int]]:
-    """``(response_a, response_b, outcome, margin)`` for every unordered pair, ``a`` the lower id."""
-    rows = []
-    for a, b in combinations(sorted(ranks), 2):
-        rank_a, rank_b = ranks[a], ranks[b]
-        if rank_a < rank_b:
-            outcome = ComparisonOutcome.A
-        elif rank_b < rank_a:
-            outcome = ComparisonOutcome.B
-        else:
-            outcome = ComparisonOutcome.TIE
-        rows.append((a, b, outcome.value, abs(rank_a - rank_b)))
-    return rows
-
-
-_RANKING_COLUMNS = (
-    "assignment_id, response_set_id, project_id, labeler_id, guideline_id, ranks, display_order, pairwise_choice, "
-    "scores, flags, comment, time_spent_ms, idempotency_key, submitted_late, created_at"
+# Named parameters of the ranking's INSERT are its fields' attnames (``_ranking_params``).
+_RANKING_COLUMNS, _RANKING_VALUES = _insert_columns(
+    Ranking,
+    {field.attname: f"%({field.attname})s" for field in Ranking._meta.concrete_fields if not field.primary_key},
 )
-_RANKING_VALUES = (
-    "%(assignment)s, %(set)s, %(project)s, %(labeler)s, %(guideline)s, %(ranks)s, %(display_order)s, %(choice)s, "
-    "%(scores)s, %(flags)s, %(comment)s, %(time_spent_ms)s, %(key)s, %(late)s, %(now)s"
+# A comparison per pair: the PostgreSQL statement reads the pairs from arrays (``pair``); the
+# SQLite one takes a row of values per pair (``_comparison_values``).
+_COMPARISON_COLUMNS, _COMPARISON_VALUES = _insert_columns(
+    Comparison,
+    {
+        "ranking_id": "ranking.id",
+        "response_set_id": "%(set)s",
+        "labeler_id": "%(labeler)s",
+        "response_a_id": "pair.a",
+        "response_b_id": "pair.b",
+        "outcome": "pair.outcome",
+        "margin": "pair.margin",
+        "both_bad": "%(both_bad)s",
+        "created_at": "%(now)s",
+    },
 )
-_COMPARISON_COLUMNS = (
-    "ranking_id, response_set_id, labeler_id, response_a_id, response_b_id, outcome, margin, both_bad, created_at"
-)
+_COMPARISON_ROW = "(" + ", ".join(["%s"] * len(_COMPARISON_COLUMNS.split(", "))) + ")"
+
+
+def _comparison_values(
+    *, ranking_id: int, set_id: int, labeler_id: int, pair: tuple[int, int, str, int], both_bad: bool, now: Any
+) -> list[Any]:
+    """One comparison's values in ``_COMPARISON_COLUMNS`` order (the SQLite statement)."""
+    a, b, outcome, margin = pair
+    by_field = {
+        "ranking_id": ranking_id,
+        "response_set_id": set_id,
+        "labeler_id": labeler_id,
+        "response_a_id": a,
+        "response_b_id": b,
+        "outcome": outcome,
+        "margin": margin,
+        "both_bad": both_bad,
+        "created_at": now,
+    }
+    return [by_field[f.attname] for f in Comparison._meta.concrete_fields if not f.primary_key]
+
+
+def _ranking_params(ranking: Ranking) -> dict[str, Any]:
+    """The ranking's fields as parameters of its INSERT, keyed by attname."""
+    params = {}
+    for field in Ranking._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        value = getattr(ranking, field.attname)
+        if isinstance(field, JSONField):
+            value = json.dumps(value)
+        elif isinstance(field, DateTimeField):
+            value = db.db_datetime(value)
+        params[field.attname] = value
+    return params
 
 
 @cache
@@ -177,12 +165,13 @@ def _sql(vendor: str) -> dict[str, str]:
     submitted, complete = db.literal(AssignmentStatus.SUBMITTED), db.literal(ResponseSetStatus.COMPLETE)
     leased, expired = db.literal(AssignmentStatus.LEASED), db.literal(AssignmentStatus.EXPIRED)
     # The set completes with its last slot; gold sets never fill up.
+    completes = rules.sql_set_complete(required="required_count", submitted="submitted_count + 1")
     count = f"""
         UPDATE {response_set} SET
           submitted_count = submitted_count + 1,
-          status = CASE WHEN submitted_count + 1 >= required_count THEN {complete} ELSE status END,
-          completed_at = CASE WHEN submitted_count + 1 >= required_count THEN %(now)s ELSE completed_at END
-        WHERE id = %(set)s AND NOT is_gold"""
+          status = CASE WHEN {completes} THEN {complete} ELSE status END,
+          completed_at = CASE WHEN {completes} THEN %(now)s ELSE completed_at END
+        WHERE id = %(set)s AND {rules.sql_fills("is_gold")}"""
     # Locks (on the locked path) take the set before the assignment, as a lease does: no deadlock.
     # The labeler's working status comes with the assignment: no statement of its own.
     read = f"""
@@ -198,7 +187,7 @@ def _sql(vendor: str) -> dict[str, str]:
             "read": read,
             "lock": read,  # SQLite: the IMMEDIATE transaction holds the database's write lock
             "ranking": f"INSERT INTO {ranking} ({_RANKING_COLUMNS}) VALUES ({_RANKING_VALUES}) RETURNING id",
-            "comparisons": f"INSERT INTO {db.table(Comparison)} ({_COMPARISON_COLUMNS}) VALUES ",
+            "comparisons": f"INSERT INTO {db.table(Comparison)} ({_COMPARISON_COLUMNS}) VALUES ",  # + rows
             "submitted": (
                 f"UPDATE {assignment} SET status = {submitted}, finished_at = %(now)s WHERE id = %(assignment)s"
             ),
@@ -222,7 +211,7 @@ def _sql(vendor: str) -> dict[str, str]:
             INSERT INTO {ranking} ({_RANKING_COLUMNS}) SELECT {_RANKING_VALUES} FROM claimed RETURNING id),
         comparisons AS (
             INSERT INTO {db.table(Comparison)} ({_COMPARISON_COLUMNS})
-            SELECT ranking.id, %(set)s, %(labeler)s, pair.a, pair.b, pair.outcome, pair.margin, %(both_bad)s, %(now)s
+            SELECT {_COMPARISON_VALUES}
             FROM ranking, unnest(%(a)s::bigint[], %(b)s::bigint[], %(outcome)s::varchar[], %(margin)s::int[])
                  AS pair (a, b, outcome, margin)),
         counted AS ({count} AND EXISTS (SELECT 1 FROM claimed))
@@ -292,9 +281,15 @@ def _clean(
     else:
         if choice is not None:
             raise _invalid("choice", "only pairwise projects take a choice; send 'ranks'.")
-        ranks_by_id = _validate_ranks(ranks, response_ids, project.k)
+        try:
+            ranks_by_id = rules.ranks_validate(ranks, response_ids, project.k)
+        except rules.RuleViolation as exc:
+            raise _violation(exc) from None
     clean_scores = _validate_scores(scores, response_ids, required=project.require_likert)
-    clean_flags = _validate_flags(flags, response_ids, project.flag_keys)
+    try:
+        clean_flags = rules.ranking_flags_validate(flags, response_ids, project.flag_keys)
+    except rules.RuleViolation as exc:
+        raise _violation(exc) from None
     if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
         raise _invalid("comment", f"must be text of at most {MAX_COMMENT} characters.")
     if text_unstorable(comment):
@@ -342,25 +337,17 @@ def _write(
         created_at=now,
     )
     params = {
+        **_ranking_params(ranking),
         "assignment": assignment.pk,
         "set": response_set.pk,
         "project": response_set.project_id,
         "labeler": labeler.pk,
-        "guideline": ranking.guideline_id,
-        "ranks": json.dumps(ranking.ranks),
-        "display_order": json.dumps(ranking.display_order),
-        "choice": ranking.pairwise_choice,
-        "scores": json.dumps(ranking.scores),
-        "flags": json.dumps(ranking.flags),
-        "comment": ranking.comment,
-        "time_spent_ms": ranking.time_spent_ms,
-        "key": key,
         "late": late,
         "now": db.db_datetime(now),
         "live_after": db.db_datetime(live_after),
         "both_bad": clean.choice == PairwiseChoice.BOTH_BAD,
     }
-    pairs = _comparison_rows(clean.ranks)
+    pairs = rules.ranking_pairs(clean.ranks)
     sql = _sql(db.vendor())
     if "write" in sql:
         a, b, outcome, margin = (list(column) for column in zip(*pairs, strict=True))
@@ -373,17 +360,50 @@ def _write(
         if row is None:
             raise RuntimeError("INSERT ... RETURNING returned no row")
         ranking.id = row[0]
-        common = (ranking.id, response_set.pk, labeler.pk)
         db.execute(
-            sql["comparisons"] + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(pairs)),
-            [value for pair in pairs for value in (*common, *pair, params["both_bad"], params["now"])],
+            sql["comparisons"] + ", ".join([_COMPARISON_ROW] * len(pairs)),
+            [
+                value
+                for pair in pairs
+                for value in _comparison_values(
+                    ranking_id=ranking.id,
+                    set_id=response_set.pk,
+                    labeler_id=labeler.pk,
+                    pair=pair,
+                    both_bad=params["both_bad"],
+                    now=params["now"],
+                )
+            ],
         )
         db.execute(sql["submitted"], params)
         db.execute(sql["count"], params)
-    if not response_set.is_gold:
+    if rules.set_fills(is_gold=response_set.is_gold):  # gold is scored on its own, not in agreement
         project_id = response_set.project_id
         transaction.on_commit(lambda: agreement_refresh_schedule(project_id=project_id))
     return db.saved(ranking)
+
+
+def ranking_submit_input(body: Any) -> dict[str, Any]:
+    """The submit body (parsed JSON) as ``ranking_submit``'s keyword arguments: the one place the API
+    and the page read it, so the same mistake gets the same message from both. A JSON ``null``
+    comment is no comment; a time sent as a float is cut to whole milliseconds."""
+    if not isinstance(body, dict):
+        raise ApplicationError(
+            f"Send a JSON object with idempotency_key and ranks (or choice), not {type(body).__name__}.",
+            code="invalid",
+        )
+    time_spent = body.get("time_spent_ms", 0)
+    if isinstance(time_spent, float) and math.isfinite(time_spent) and time_spent >= 0:
+        time_spent = int(time_spent)
+    return {
+        "idempotency_key": body.get("idempotency_key"),
+        "ranks": body.get("ranks"),
+        "choice": body.get("choice"),
+        "scores": body.get("scores"),
+        "flags": body.get("flags"),
+        "comment": body.get("comment") or "",
+        "time_spent_ms": time_spent,
+    }
 
 
 def ranking_submit(
@@ -457,7 +477,7 @@ def _submit_unlocked(*, assignment_id: int, labeler: AuthUser, key: str, payload
         loaded is None
         or loaded.assignment.status != AssignmentStatus.LEASED
         or loaded.assignment.expires_at <= live_after
-        or loaded.response_set.is_gold
+        or not rules.set_fills(is_gold=loaded.response_set.is_gold)
         or not loaded.may_work
     ):
         return None
@@ -488,10 +508,13 @@ def _submit_locked(*, assignment_id: int, labeler: AuthUser, key: str, payload: 
     clean = _clean(loaded=loaded, **payload)
     now = timezone.now()  # after the set's lock: no lease can count this one lapsed in between
     late = assignment.status == AssignmentStatus.EXPIRED or assignment.expires_at <= now
-    if late and not response_set.is_gold:  # gold sets never fill up
+    if late and rules.set_fills(is_gold=response_set.is_gold):
         # My slot may have gone to someone else: recount (the set is locked).
-        still_needed = response_set.status == ResponseSetStatus.OPEN and (
-            response_set_slots_taken(response_set, now, exclude_assignment=assignment.pk) < response_set.required_count
+        still_needed = response_set.status == ResponseSetStatus.OPEN and rules.slot_free(
+            is_gold=response_set.is_gold,
+            required=response_set.required_count,
+            submitted=response_set.submitted_count,
+            live_leases=response_set_live_leases(response_set, now, exclude_assignment=assignment.pk),
         )
         if not still_needed:
             raise Conflict(

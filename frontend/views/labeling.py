@@ -167,17 +167,8 @@ def submit(request: HttpRequest, assignment_id: int) -> JsonResponse:
     try:
         body = json_body(request)
         assignment = selectors.assignment_get(assignment_id=assignment_id, labeler=current_user(request))
-        time_spent = body.get("time_spent_ms", 0)
         ranking, created = services.ranking_submit(
-            assignment_id=assignment.pk,
-            labeler=current_user(request),
-            idempotency_key=body.get("idempotency_key", ""),
-            ranks=body.get("ranks"),
-            choice=body.get("choice"),
-            scores=body.get("scores"),
-            flags=body.get("flags"),
-            comment=body.get("comment", "") or "",
-            time_spent_ms=int(time_spent) if isinstance(time_spent, int | float) and time_spent >= 0 else time_spent,
+            assignment_id=assignment.pk, labeler=current_user(request), **services.ranking_submit_input(body)
         )
     except ApplicationError as exc:
         return error_json(exc)

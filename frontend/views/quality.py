@@ -23,7 +23,7 @@ from annotation.quality.report import LOW_AGREEMENT_W
 from config.exceptions import ApplicationError, NotFound
 from frontend import charts
 from frontend.templatetags.frontend_tags import num, pct
-from frontend.views.common import is_admin, is_htmx, role_required
+from frontend.views.common import current_user, is_admin, is_htmx, role_required
 from labelers.models import QualificationState, Role
 
 logger = logging.getLogger(__name__)
@@ -233,7 +233,9 @@ def quality_override(request: HttpRequest, project_id: int, user_id: int) -> Htt
     if user is None:
         raise NotFound(f"User {user_id} not found.")
     override = request.POST.get("override") == "1"
-    quality_services.labeler_quality_override(project=project, labeler=user, override=override)
+    quality_services.labeler_quality_override(
+        project=project, labeler=user, override=override, actor=current_user(request)
+    )
     name = user.get_username()
     notice = f"{name} may work on '{project.name}' again." if override else f"Override for {name} withdrawn."
     if is_htmx(request):
@@ -290,6 +292,8 @@ def quality_sets(request: HttpRequest, project_id: int) -> HttpResponse:
     filters, title = _drilldown_filters(request, project)
     result = quality_selectors.agreement_drilldown(project=project, **filters)
     context = {"project": project, "title": title, "result": result, "section": "quality"}
+    if "labeler_id" in filters:  # the decisions about this labeler (overrides, pauses) beside their sets
+        context["labeler_user"] = get_user_model().objects.filter(pk=filters["labeler_id"]).first()
     template = "frontend/quality/_drilldown.html" if is_htmx(request) else "frontend/quality/sets.html"
     return render(request, template, context)
 
@@ -361,7 +365,7 @@ def _review_act(request: HttpRequest, response_set: ResponseSet, action: str) ->
     """Run one review action; returns what happened, in words."""
     if action == "accept":
         ranking = _ranking_of(response_set, request.POST.get("ranking_id"))
-        quality_services.review_accept(response_set=response_set, ranking=ranking)
+        quality_services.review_accept(response_set=response_set, ranking=ranking, actor=current_user(request))
         return f"{ranking.labeler.get_username()}'s ranking is now the consensus of set {response_set.pk}."
     if action == "more-labels":
         updated = quality_services.review_request_more_labels(response_set=response_set)
@@ -369,7 +373,7 @@ def _review_act(request: HttpRequest, response_set: ResponseSet, action: str) ->
     if action == "gold":
         source = request.POST.get("ranking_id", "consensus")
         ranks = None if source == "consensus" else _ranking_of(response_set, source).ranks
-        quality_services.response_set_make_gold(response_set=response_set, ranks=ranks)
+        quality_services.response_set_make_gold(response_set=response_set, ranks=ranks, actor=current_user(request))
         whose = "its consensus" if ranks is None else "the chosen ranking"
         return f"Set {response_set.pk} is gold, with {whose} as the reference."
     raise NotFound(f"No review action '{action}'.")

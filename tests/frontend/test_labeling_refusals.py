@@ -50,7 +50,7 @@ def test_an_accepted_submit_is_a_success_even_when_no_next_item_may_follow(brows
     response_set_create(project=project)
     gold = response_set_create(project=project, texts=["good", "bad"])
     by_text = dict(gold.responses.values_list("text", "id"))
-    response_set_make_gold(response_set=gold, ranks={str(by_text["good"]): 1, str(by_text["bad"]): 2})
+    response_set_make_gold(response_set=gold, ranks={str(by_text["good"]): 1, str(by_text["bad"]): 2}, actor=None)
     lease = assignment_lease_next(project=project, labeler=labeler)
     assert lease.response_set_id == gold.pk
     wrong = {str(by_text["good"]): 2, str(by_text["bad"]): 1}

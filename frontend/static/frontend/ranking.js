@@ -9,6 +9,10 @@ const csrf = { token: document.querySelector('meta[name="csrf-token"]').content 
 const DRAFT_PREFIX = "pp:draft:";
 const DRAFT_MAX_AGE_MS = 3 * 24 * 3600 * 1000;
 const RETRY_MS = 2000;
+// Refusals after which this item can never be saved (``ranking_submit``'s 409s and a missing item):
+// the draft is dropped and the page offers the next item instead of sending it again. A new code
+// for that in the service belongs here too (tests/frontend/test_ranking_widget_codes.py).
+const ITEM_GONE_CODES = ["already_submitted", "already_skipped", "not_found", "lease_expired", "set_complete"];
 
 // Submit -> next item visible, in ms, for the browser tests and the benchmark.
 window.ppTimings = window.ppTimings || [];
@@ -285,7 +289,7 @@ async function send(url, body, startedAt, csrfRetried = false) {
     const detail = (answer && answer.detail) || `The server answered ${response.status}; try again.`;
     showError(detail);
     const code = answer && answer.code;
-    if (["already_submitted", "already_skipped", "not_found", "lease_expired"].includes(code)) {
+    if (ITEM_GONE_CODES.includes(code)) {
       dropDraft(assignmentId);
       showNextLink();
     }

@@ -16,6 +16,7 @@ from annotation.quality.services import (
     review_request_more_labels,
 )
 from annotation.services import assignment_lease_next, ranking_submit
+from audit.models import AuditAction, AuditEntry
 from config.exceptions import ApplicationError, Conflict
 from labelers.models import LabelerQuality, QualificationState
 from tests.factories import ProjectFactory, UserFactory, response_set_create
@@ -49,7 +50,7 @@ def _gold(project, texts, order):
     response_set = response_set_create(project=project, texts=texts)
     by_text = {text: pk for pk, text in _texts_of(response_set).items()}
     return response_set_make_gold(
-        response_set=response_set, ranks={str(by_text[t]): i for i, t in enumerate(order, start=1)}
+        response_set=response_set, ranks={str(by_text[t]): i for i, t in enumerate(order, start=1)}, actor=None
     )
 
 
@@ -88,7 +89,7 @@ def test_qualification_gives_gold_first_then_real_work_or_stops():
     assert exc.value.message == (
         f"You did not qualify for '{project.name}' (gold accuracy 0%, 70% needed). An admin can let you in."
     )
-    labeler_quality_override(project=project, labeler=bad, override=True)
+    labeler_quality_override(project=project, labeler=bad, override=True, actor=None)
     assert assignment_lease_next(project=project, labeler=bad).response_set_id == real.pk
     real.refresh_from_db()
     assert real.submitted_count == 0  # gold work never fills a real set
@@ -110,11 +111,33 @@ def test_make_gold_needs_a_valid_reference_or_a_confident_consensus():
     project = ProjectFactory(k=2, overlap=1)
     response_set = response_set_create(project=project, texts=["p", "q"])
     with pytest.raises(Conflict) as exc:
-        response_set_make_gold(response_set=response_set)
+        response_set_make_gold(response_set=response_set, actor=None)
     assert exc.value.message == "ranks: this set has no consensus yet; give a reference ranking."
     with pytest.raises(ApplicationError) as exc:
-        response_set_make_gold(response_set=response_set, ranks={"999999": 1})
+        response_set_make_gold(response_set=response_set, ranks={"999999": 1}, actor=None)
     assert exc.value.message == "ranks: response 999999 is not in this response set."
+    assert not AuditEntry.objects.exists()  # a refused decision leaves no row
+
+
+def test_making_a_set_gold_writes_one_audit_row():
+    project = ProjectFactory(k=2, overlap=1)
+    response_set = response_set_create(project=project, texts=["p", "q"])
+    by_text = {text: pk for pk, text in _texts_of(response_set).items()}
+    admin = UserFactory(role="admin", username="goldsmith")
+    reference = {str(by_text["p"]): 1, str(by_text["q"]): 2}
+    response_set_make_gold(response_set=response_set, ranks=reference, actor=admin)
+    entry = AuditEntry.objects.get()
+    assert (entry.actor, entry.action, entry.project, entry.target, entry.reason) == (
+        admin,
+        AuditAction.GOLD_SET,
+        project,
+        f"annotation.responseset:{response_set.pk}",
+        "Gold with a reference ranking as the reference.",
+    )
+    assert (entry.before, entry.after) == (
+        {"is_gold": False, "gold_ranks": None},
+        {"is_gold": True, "gold_ranks": reference},
+    )
 
 
 def test_consensus_review_and_consensus_export():
@@ -143,7 +166,20 @@ def test_consensus_review_and_consensus_export():
     assert len(rows[0]["annotator_skills"]) == 3 and all(s is not None for s in rows[0]["annotator_skills"])
 
     response_set = consensus.response_set
-    review_accept(response_set=response_set, ranking=dissent)
+    before = {"source": consensus.source, "ranks": consensus.ranks, "accepted_ranking_id": None}
+    admin = UserFactory(role="admin", username="reviewer")
+    review_accept(response_set=response_set, ranking=dissent, actor=admin)
+    entry = AuditEntry.objects.get(action=AuditAction.REVIEW_ACCEPT)
+    assert (entry.actor, entry.project, entry.target, entry.reason) == (
+        admin,
+        project,
+        f"annotation.responseset:{response_set.pk}",
+        f"Ranking {dissent.pk} by {dissent.labeler.get_username()} taken as the consensus.",
+    )
+    assert (entry.before, entry.after) == (
+        before,
+        {"source": "review", "ranks": dissent.ranks, "accepted_ranking_id": dissent.pk},
+    )
     response_set.refresh_from_db()
     assert response_set.review_state == ReviewState.ACCEPTED
     agreement_report_refresh(project=project, force=True)  # a review outranks the model
@@ -193,9 +229,32 @@ def test_unreliable_labelers_are_paused_with_the_reason_and_an_admin_can_overrid
         f"Automatic: reliability {quality.reliability:.2f} on '{project.name}'"
     )
     assert all(u.profile.status == "active" for u in honest)
-    labeler_quality_override(project=project, labeler=contrarian, override=True)
+    paused = AuditEntry.objects.get(action=AuditAction.LABELER_PAUSE)  # the loop decided: no actor
+    assert (paused.actor, paused.actor_name, paused.project, paused.target, paused.reason) == (
+        None,
+        "",
+        project,
+        f"auth.user:{contrarian.pk}",
+        contrarian.profile.status_reason,
+    )
+    assert (paused.before, paused.after) == (
+        {"status": "active", "reason": ""},
+        {"status": "paused", "reason": contrarian.profile.status_reason},
+    )
+    admin = UserFactory(role="admin", username="boss")
+    labeler_quality_override(project=project, labeler=contrarian, override=True, actor=admin)
     contrarian.refresh_from_db()
     assert contrarian.profile.status == "active"
+    override = AuditEntry.objects.get(action=AuditAction.QUALITY_OVERRIDE)
+    assert (override.actor, override.actor_name, override.project, override.target) == (
+        admin,
+        "boss",
+        project,
+        f"auth.user:{contrarian.pk}",
+    )
+    assert (override.before, override.after) == ({"override": False}, {"override": True})
+    resumed = AuditEntry.objects.get(action=AuditAction.LABELER_RESUME)
+    assert (resumed.actor, resumed.project, resumed.after) == (admin, project, {"status": "active", "reason": ""})
     agreement_report_refresh(project=project, force=True)
     contrarian.refresh_from_db()
     assert contrarian.profile.status == "active"  # the override holds
