@@ -23,9 +23,9 @@ def user_create(
     """Create a user with a profile and an API token. Without a password the user gets an unusable
     one and sets their own from the password-reset link."""
     if role not in Role.values:
-        raise ApplicationError(f"role: '{role}' is not one of {', '.join(Role.values)}.", code="invalid_role")
+        raise ApplicationError(f"'{role}' is not one of {', '.join(Role.values)}.", code="invalid_role", field="role")
     if User.objects.filter(username__iexact=username).exists():
-        raise ApplicationError(f"username: '{username}' is already taken.", code="username_taken")
+        raise ApplicationError(f"'{username}' is already taken.", code="username_taken", field="username")
     user = User(username=username, email=email, first_name=first_name, is_staff=role == Role.ADMIN)
     if password:
         user.set_password(password)
@@ -71,10 +71,10 @@ def user_update(
     demoted or paused (409 ``last_admin``). Each change is one audit row: by ``actor``, or by the
     loop (quality rules) when None; ``project`` is the project whose rule decided it, if any."""
     if role is not None and role not in Role.values:
-        raise ApplicationError(f"role: '{role}' is not one of {', '.join(Role.values)}.", code="invalid_role")
+        raise ApplicationError(f"'{role}' is not one of {', '.join(Role.values)}.", code="invalid_role", field="role")
     if status is not None and status not in LabelerStatus.values:
         raise ApplicationError(
-            f"status: '{status}' is not one of {', '.join(LabelerStatus.values)}.", code="invalid_status"
+            f"'{status}' is not one of {', '.join(LabelerStatus.values)}.", code="invalid_status", field="status"
         )
     # A superuser without a profile is an admin: the profile made for them must not demote them.
     default_role = Role.ADMIN if user.is_superuser else Role.LABELER

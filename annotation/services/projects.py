@@ -37,19 +37,21 @@ def _validate_project(project: Project) -> None:
     """The project rules (``annotation.rules``): bounds, the task mode, the flags. The serializer and
     the form take the same bounds, but a caller of the service gets the same answer without them."""
     if not project.name.strip():
-        raise ApplicationError("name: must not be empty.", code="invalid")
+        raise ApplicationError("must not be empty.", code="invalid", field="name")
     if project.task_mode not in TaskMode.values:
-        raise ApplicationError(f"task_mode: must be one of {', '.join(TaskMode.values)}.", code="invalid")
+        raise ApplicationError(f"must be one of {', '.join(TaskMode.values)}.", code="invalid", field="task_mode")
     for field in rules.PROJECT_BOUNDS:
         problem = rules.project_bound_problem(field, getattr(project, field))
         if problem is not None:
-            raise ApplicationError(f"{field}: {problem}", code="invalid", errors=[{"field": field, "message": problem}])
+            raise ApplicationError(problem, code="invalid", field=field)
         if field == "k" and project.task_mode == TaskMode.PAIRWISE and project.k != rules.PAIRWISE_K:
-            raise ApplicationError(f"k: pairwise projects show exactly 2 responses, got {project.k}.", code="invalid")
+            raise ApplicationError(
+                f"pairwise projects show exactly 2 responses, got {project.k}.", code="invalid", field="k"
+            )
     try:
         project.flags = rules.flags_validate(project.flags)
     except rules.RuleViolation as exc:
-        raise ApplicationError(str(exc), code=exc.code, errors=[{"field": exc.field, "message": exc.message}]) from None
+        raise ApplicationError(exc.message, code=exc.code, field=exc.field) from None
 
 
 @transaction.atomic
@@ -57,9 +59,9 @@ def project_create(*, created_by: AuthUser | None, guideline: str = "", **fields
     """Create a project; an initial guideline body, when given, is published as version 1."""
     unknown = set(fields) - set(PROJECT_FIELDS)
     if unknown:
-        raise ApplicationError(f"{sorted(unknown)[0]}: unknown project field.", code="invalid")
+        raise ApplicationError("unknown project field.", code="invalid", field=sorted(unknown)[0])
     if Project.objects.filter(name=fields.get("name", "")).exists():
-        raise Conflict(f"name: a project named '{fields['name']}' already exists.", code="name_taken")
+        raise Conflict(f"a project named '{fields['name']}' already exists.", code="name_taken", field="name")
     project = Project(created_by=created_by, **fields)
     _validate_project(project)
     project.save()
@@ -76,15 +78,15 @@ def project_update(*, project: Project, **fields: Any) -> Project:
     project = Project.objects.select_for_update().get(pk=project.pk)
     unknown = set(fields) - set(PROJECT_FIELDS)
     if unknown:
-        raise ApplicationError(f"{sorted(unknown)[0]}: unknown project field.", code="invalid")
+        raise ApplicationError("unknown project field.", code="invalid", field=sorted(unknown)[0])
     has_sets = project.response_sets.exists()
     for field in ("k", "task_mode"):
         if field in fields and fields[field] != getattr(project, field) and has_sets:
             raise Conflict(
-                f"{field}: cannot change once the project has response sets.", code="project_has_response_sets"
+                "cannot change once the project has response sets.", code="project_has_response_sets", field=field
             )
     if "name" in fields and Project.objects.exclude(pk=project.pk).filter(name=fields["name"]).exists():
-        raise Conflict(f"name: a project named '{fields['name']}' already exists.", code="name_taken")
+        raise Conflict(f"a project named '{fields['name']}' already exists.", code="name_taken", field="name")
     for key, value in fields.items():
         setattr(project, key, value)
     _validate_project(project)
@@ -97,7 +99,7 @@ def guideline_publish(*, project: Project, body: str, note: str = "", published_
     """Publish the next immutable guideline version and make it the project's current one; one
     audit row, by ``published_by``."""
     if not body.strip():
-        raise ApplicationError("body: the guideline must not be empty.", code="invalid")
+        raise ApplicationError("the guideline must not be empty.", code="invalid", field="body")
     locked = Project.objects.select_for_update().get(pk=project.pk)
     latest = locked.guidelines.aggregate(v=Max("version"))["v"] or 0
     guideline = Guideline.objects.create(

@@ -23,11 +23,13 @@ PROJECT_SERVICE_FIELDS = PROJECT_FIELDS
 
 
 def attach_service_error(form: forms.Form, exc: ApplicationError) -> None:
-    """Show a service's ``"field: message"`` error next to that field when the form has it."""
-    field, sep, message = exc.message.partition(": ")
-    if sep and field in form.fields:
-        form.add_error(field, message)
-    else:
+    """Show a service's error next to the field it names (``errors``) when the form has that field."""
+    shown = False
+    for field, message in exc.field_messages().items():
+        if field in form.fields:
+            form.add_error(field, message)
+            shown = True
+    if not shown:
         form.add_error(None, exc.message)
 
 
