@@ -371,7 +371,9 @@ def run_loop(args: argparse.Namespace, work: Path, migrate_s: float, started_all
             # binomial standard error of the promoted one, then starts PPO by hand.
             new, old, n = row["rm_accuracy"], row["rm_previous"], row["eval_pairs"]
             if new is not None and old is not None and n and old - new <= (old * (1 - old) / n) ** 0.5:
-                model_version_promote(version=reward_run.output_version)
+                model_version_promote(
+                    version=reward_run.output_version, actor=None, reason="bench: within one standard error"
+                )
                 row["rm_by_hand"] = True
             ppo_run = training_run_start(project=project, kind="ppo")
             row["ppo_trigger"] = "manual"

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +14,7 @@ from annotation.selectors import project_get
 from config.exceptions import ApplicationError
 from labelers.permissions import IsAdmin, IsStaff
 from rlhf.models import LoopSettings, ModelKind, ModelVersion, RunKind, TrainingRun
+from rlhf.records import ModelMetrics, RunSummary
 from rlhf.selectors import (
     model_version_get,
     model_version_lineage,
@@ -22,15 +23,9 @@ from rlhf.selectors import (
     training_run_get,
     training_run_list,
 )
-from rlhf.services import (
-    loop_settings_get,
-    loop_settings_update,
-    model_version_promote,
-    model_version_register,
-    model_version_rollback,
-    training_run_cancel,
-    training_run_start,
-)
+from rlhf.services.loop_settings import loop_settings_get, loop_settings_update
+from rlhf.services.registry import model_version_promote, model_version_register, model_version_rollback
+from rlhf.services.runs import training_run_cancel, training_run_start
 
 
 class ModelVersionOutput(serializers.Serializer):
@@ -48,6 +43,13 @@ class ModelVersionOutput(serializers.Serializer):
     data_snapshot = serializers.JSONField()
     promoted_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
+    gate = serializers.SerializerMethodField()
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_gate(self, version: ModelVersion) -> dict[str, Any] | None:
+        """The gate verdict of the run that made this version, as the records read it."""
+        gate = ModelMetrics.from_json(version.kind, version.metrics).gate
+        return gate.to_json() if gate is not None else None
 
 
 class ModelVersionListCreateApi(APIView):
@@ -86,7 +88,7 @@ class ModelVersionListCreateApi(APIView):
             parent = ModelVersion.objects.filter(pk=parent_id).first()
             if parent is None:
                 raise serializers.ValidationError({"parent_id": [f"model version {parent_id} does not exist"]})
-        version = model_version_register(project=project, parent=parent, **data)
+        version = model_version_register(project=project, parent=parent, actor=request.user, **data)
         return Response(ModelVersionOutput(version).data, status=status.HTTP_201_CREATED)
 
 
@@ -106,6 +108,7 @@ class TrainingRunOutput(serializers.Serializer):
     progress_total = serializers.IntegerField()
     eta_seconds = serializers.SerializerMethodField()
     summary = serializers.JSONField()
+    gate = serializers.SerializerMethodField()
     error = serializers.CharField()
     log_tail = serializers.CharField()
     celery_task_id = serializers.CharField()
@@ -116,6 +119,12 @@ class TrainingRunOutput(serializers.Serializer):
 
     def get_eta_seconds(self, run: TrainingRun) -> float | None:
         return training_run_eta_seconds(run=run)
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_gate(self, run: TrainingRun) -> dict[str, Any] | None:
+        """The run's gate verdict as the records read it (older stored shapes included)."""
+        gate = RunSummary.from_json(run.kind, run.summary).gate
+        return gate.to_json() if gate is not None else None
 
 
 class TrainingRunListCreateApi(APIView):
@@ -165,7 +174,9 @@ class ModelVersionPromoteApi(APIView):
     @extend_schema(request=None, responses=ModelVersionOutput)
     def post(self, request: Request, version_id: int) -> Response:
         return Response(
-            ModelVersionOutput(model_version_promote(version=model_version_get(version_id=version_id))).data
+            ModelVersionOutput(
+                model_version_promote(version=model_version_get(version_id=version_id), actor=request.user)
+            ).data
         )
 
 
@@ -180,7 +191,7 @@ class ModelVersionRollbackApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         version = model_version_rollback(
-            project=project_get(project_id=project_id), kind=serializer.validated_data["kind"]
+            project=project_get(project_id=project_id), kind=serializer.validated_data["kind"], actor=request.user
         )
         return Response(ModelVersionOutput(version).data)
 

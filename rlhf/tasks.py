@@ -22,13 +22,8 @@ from celery.worker import state as worker_state
 
 from annotation.models import Project
 from rlhf.models import TrainingRun
-from rlhf.services import (
-    WorkerStopping,
-    loop_check,
-    training_run_execute,
-    training_runs_reap,
-    training_runs_resend,
-)
+from rlhf.services.loop import loop_check, training_run_execute
+from rlhf.services.runs import WorkerStopping, training_runs_reap, training_runs_resend
 
 _running: int | None = None  # the run this process is executing now
 _stopping = False  # told once: a second SIGTERM does not interrupt the hand-back

@@ -23,8 +23,21 @@ from frontend import charts
 from frontend.forms import LoopSettingsForm
 from frontend.views.common import current_user, is_admin, is_htmx, role_required
 from labelers.models import Role
-from rlhf import selectors, services
+from rlhf import selectors
 from rlhf.models import LoopSettings, ModelKind, ModelState, ModelVersion, RunKind, TrainingRun
+from rlhf.records import (
+    ModelMetrics,
+    PPOGate,
+    RewardGate,
+    RunSummary,
+    as_number,
+    last_value,
+    number,
+    percent,
+    prompt_text,
+)
+from rlhf.services import loop_settings as loop_settings_services
+from rlhf.services import registry, runs
 
 RUNS_SHOWN = 50
 START_BUTTONS = (
@@ -48,55 +61,25 @@ SNAPSHOT_IDS_SHOWN = 12
 # --- shared pieces ----------------------------------------------------------------------------------
 
 
-def _number(value: Any, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, int | float) and not isinstance(value, bool) else "—"
-
-
-def _percent(value: Any) -> str:
-    return f"{value * 100:.1f}%" if isinstance(value, int | float) and not isinstance(value, bool) else "—"
-
-
-def _last(series: Any) -> float | None:
-    """The last value of a ``[[step, value], ...]`` series, or a plain number as it is."""
-    if isinstance(series, list) and series:
-        item = series[-1]
-        value = item[-1] if isinstance(item, list | tuple) else item
-        return float(value) if isinstance(value, int | float) else None
-    return float(series) if isinstance(series, int | float) and not isinstance(series, bool) else None
-
-
-def _prompt_text(prompt: Any) -> str:
-    """A stored sample prompt, text or chat messages, as plain text."""
-    if isinstance(prompt, list):
-        return "\n".join(
-            f"{m.get('role', 'user')}: {m.get('content', '')}" if isinstance(m, dict) else str(m) for m in prompt
-        )
-    return "" if prompt is None else str(prompt)
-
-
 def _version_figure(version: ModelVersion) -> str:
     """The one number that says how good a version was when it was made."""
-    metrics = version.metrics or {}
-    evaluation = metrics.get("evaluation") or {}
+    metrics = ModelMetrics.from_json(version.kind, version.metrics)
     if version.kind == ModelKind.REWARD:
-        accuracy = evaluation.get("new_accuracy", metrics.get("reward/accuracy"))
-        return f"accuracy {_percent(accuracy)}" if accuracy is not None else ""
+        return f"accuracy {percent(metrics.accuracy)}" if metrics.accuracy is not None else ""
     parts = []
-    if evaluation.get("candidate_reward") is not None:
-        parts.append(f"held-out reward {_number(evaluation['candidate_reward'])}")
-    kl = evaluation.get("kl", metrics.get("ppo/kl"))
-    if kl is not None:
-        parts.append(f"KL {_number(kl)}")
+    if isinstance(metrics.gate, PPOGate) and metrics.gate.candidate_reward is not None:
+        parts.append(f"held-out reward {number(metrics.gate.candidate_reward)}")
+    if metrics.kl is not None:
+        parts.append(f"KL {number(metrics.kl)}")
     return ", ".join(parts)
 
 
 def _version_row(version: ModelVersion, promoted: dict[str, ModelVersion]) -> dict[str, Any]:
     current = promoted.get(version.kind)
-    evaluation = (version.metrics or {}).get("evaluation") or {}
     return {
         "version": version,
         "figure": _version_figure(version),
-        "passed": evaluation.get("passed"),
+        "passed": ModelMetrics.from_json(version.kind, version.metrics).passed,
         "compare_with": current if current is not None and current.pk != version.pk else None,
     }
 
@@ -122,7 +105,7 @@ def _settings_form(loop: LoopSettings, data: Any = None) -> LoopSettingsForm:
 def _training_context(request: HttpRequest, project: Project) -> dict[str, Any]:
     versions = list(selectors.model_version_list(project=project))
     promoted = {v.kind: v for v in versions if v.state == ModelState.PROMOTED}
-    loop = services.loop_settings_get(project=project)
+    loop = loop_settings_services.loop_settings_get(project=project)
     return {
         **_runs_context(project),
         "section": "training",
@@ -196,7 +179,7 @@ def training_start(request: HttpRequest, project_id: int) -> HttpResponse:
     run: TrainingRun | None = None
     error, status = "", 200
     try:
-        run = services.training_run_start(
+        run = runs.training_run_start(
             project=project, kind=kind, config=_config_overrides(config_text), created_by=current_user(request)
         )
     except ApplicationError as exc:
@@ -228,7 +211,7 @@ def model_promote(request: HttpRequest, version_id: int) -> HttpResponse:
     version = selectors.model_version_get(version_id=version_id)
     if version.project_id is None:
         raise NotFound(f"Model version {version_id} belongs to no project.")
-    version = services.model_version_promote(version=version)
+    version = registry.model_version_promote(version=version, actor=current_user(request))
     messages.success(request, f"{version.name} is now the promoted {ModelKind(version.kind).label.lower()}.")
     return redirect("frontend:training_page", project_id=version.project_id)
 
@@ -241,7 +224,7 @@ def model_rollback(request: HttpRequest, project_id: int) -> HttpResponse:
     if kind not in ModelKind.values:
         raise ApplicationError(f"kind: must be one of {', '.join(ModelKind.values)}.", code="invalid")
     try:
-        version = services.model_version_rollback(project=project, kind=kind)
+        version = registry.model_version_rollback(project=project, kind=kind, actor=current_user(request))
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
@@ -253,12 +236,12 @@ def model_rollback(request: HttpRequest, project_id: int) -> HttpResponse:
 @require_POST
 def loop_settings_update(request: HttpRequest, project_id: int) -> HttpResponse:
     project = annotation_selectors.project_get(project_id=project_id)
-    loop = services.loop_settings_get(project=project)
+    loop = loop_settings_services.loop_settings_get(project=project)
     form = _settings_form(loop, request.POST)
     saved = form.is_valid()
     if saved:
         try:
-            loop = services.loop_settings_update(project=project, **form.cleaned_data)
+            loop = loop_settings_services.loop_settings_update(project=project, **form.cleaned_data)
         except ApplicationError as exc:
             # "sft_data_path: line 3: ..." belongs next to its field; the rest above the form.
             field = exc.message.split(":", 1)[0]
@@ -286,105 +269,41 @@ def loop_settings_update(request: HttpRequest, project_id: int) -> HttpResponse:
 
 def _charts(run: TrainingRun) -> list[dict[str, Any]]:
     metrics = run.metrics or {}
-    summary_metrics = (run.summary or {}).get("metrics") or {}
     out = []
     if run.kind == RunKind.REWARD:
-        human = _last(metrics.get("reward/human_agreement"))
-        if human is None:
-            human = _last(summary_metrics.get("reward/human_agreement"))
-        for key, title, percent in REWARD_CHARTS:
+        human = last_value(metrics.get("reward/human_agreement"))
+        if human is None:  # a run that reported it only at the end
+            human = RunSummary.from_json(run.kind, run.summary).metrics.get("reward/human_agreement")
+        for key, title, as_percent in REWARD_CHARTS:
             reference = human if key == "reward/accuracy" else None
             if not metrics.get(key) and reference is None:
                 continue
             chart = charts.series_chart(
-                metrics.get(key), percent=percent, reference=reference, reference_label="human agreement"
+                metrics.get(key), percent=as_percent, reference=reference, reference_label="human agreement"
             )
             out.append(
-                {"key": key, "title": title, "chart": chart, "last": _last(metrics.get(key)), "percent": percent}
+                {
+                    "key": key,
+                    "title": title,
+                    "chart": chart,
+                    "last": last_value(metrics.get(key)),
+                    "percent": as_percent,
+                }
             )
     elif run.kind == RunKind.PPO:
-        for key, title, percent in PPO_CHARTS:
+        for key, title, as_percent in PPO_CHARTS:
             if metrics.get(key):
-                chart = charts.series_chart(metrics[key], percent=percent)
+                chart = charts.series_chart(metrics[key], percent=as_percent)
                 out.append(
-                    {"key": key, "title": title, "chart": chart, "last": _last(metrics[key]), "percent": percent}
+                    {
+                        "key": key,
+                        "title": title,
+                        "chart": chart,
+                        "last": last_value(metrics[key]),
+                        "percent": as_percent,
+                    }
                 )
     return out
-
-
-def _check(ok: bool | None, text: str) -> dict[str, Any]:
-    return {"ok": ok, "text": text}
-
-
-def _evaluation(run: TrainingRun) -> dict[str, Any] | None:
-    """The promotion check of a finished run in words: passed or not, and each reason."""
-    evaluation = (run.summary or {}).get("evaluation")
-    if not isinstance(evaluation, dict):
-        return None
-    checks = []
-    if run.kind == RunKind.REWARD:
-        new, floor = evaluation.get("new_accuracy"), evaluation.get("min_accuracy")
-        if new is not None and floor is not None:
-            ok = new >= floor
-            checks.append(
-                _check(ok, f"Held-out accuracy {_percent(new)} {'≥' if ok else '<'} the minimum {_percent(floor)}.")
-            )
-        old = evaluation.get("promoted_accuracy")
-        if old is not None and new is not None:
-            ok = new > old
-            checks.append(
-                _check(
-                    ok,
-                    f"The promoted reward model (version {evaluation.get('promoted_version', '?')}) scores "
-                    f"{_percent(old)} on the same pairs: {'beaten' if ok else 'not beaten'}.",
-                )
-            )
-        elif new is not None:
-            checks.append(_check(True, "No promoted reward model to beat."))
-        human = _last(((run.summary or {}).get("metrics") or {}).get("reward/human_agreement"))
-        if human is None:
-            human = _last((run.metrics or {}).get("reward/human_agreement"))
-        if human is not None:
-            checks.append(_check(None, f"Human agreement on the held-out pairs: {_percent(human)} (the ceiling)."))
-    elif run.kind == RunKind.PPO:
-        cand, base = evaluation.get("candidate_reward"), evaluation.get("baseline_reward")
-        if cand is not None and base is not None:
-            ok = cand > base
-            checks.append(
-                _check(
-                    ok,
-                    f"Held-out reward {_number(cand)} against {_number(base)} for the policy it started from "
-                    f"({'better' if ok else 'not better'}; {evaluation.get('prompts', '?')} prompts).",
-                )
-            )
-        kl, max_kl = evaluation.get("kl"), evaluation.get("max_kl")
-        if kl is not None and max_kl is not None:
-            ok = kl <= max_kl
-            checks.append(
-                _check(ok, f"KL to the reference {_number(kl)} {'≤' if ok else '>'} the limit {_number(max_kl)}.")
-            )
-    return {"passed": evaluation.get("passed"), "checks": checks, "raw": evaluation}
-
-
-def _score(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _sample_rows(samples: Any) -> list[dict[str, Any]]:
-    if not isinstance(samples, list):
-        return []
-    return [
-        {
-            "prompt_text": _prompt_text(s.get("prompt")),
-            "response": str(s.get("response", "")),
-            "reward": _score(s.get("reward")),
-            "has_baseline": "baseline_response" in s,
-            "baseline_response": str(s.get("baseline_response", "")),
-            "baseline_reward": _score(s.get("baseline_reward")),
-        }
-        for s in samples
-        if isinstance(s, dict)
-    ]
 
 
 def _snapshot_items(snapshot: dict[str, Any]) -> list[tuple[str, str]]:
@@ -400,19 +319,16 @@ def _snapshot_items(snapshot: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _run_live_context(run: TrainingRun) -> dict[str, Any]:
-    summary = run.summary or {}
-    evaluation = _evaluation(run)
+    summary = RunSummary.from_json(run.kind, run.summary)
     return {
         **_run_row(run),
         "project": run.project,
         "charts": _charts(run),
-        "evaluation": evaluation,
-        "eval_samples": _sample_rows((summary.get("evaluation") or {}).get("samples")),
-        "samples": _sample_rows(summary.get("samples")),
+        "gate": summary.gate,
+        "eval_samples": summary.eval_samples,
+        "samples": summary.samples,
         "snapshot": _snapshot_items(run.data_snapshot),
-        "summary_metrics": sorted(
-            (k, v) for k, v in (summary.get("metrics") or {}).items() if isinstance(v, int | float)
-        ),
+        "summary_metrics": summary.scalar_metrics,
     }
 
 
@@ -444,7 +360,7 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run(run_id)
     notice = error = ""
     try:
-        run = services.training_run_cancel(run=run)
+        run = runs.training_run_cancel(run=run)
     except ApplicationError as exc:
         error = exc.message
     else:
@@ -484,28 +400,27 @@ def _project_version(project: Project, version_id: int, name: str) -> ModelVersi
 
 def _figures(version: ModelVersion) -> list[tuple[str, str]]:
     """The stored figures that matter for a version's kind, as label and text."""
-    metrics = version.metrics or {}
-    evaluation = metrics.get("evaluation") or {}
+    metrics = ModelMetrics.from_json(version.kind, version.metrics)
+    figures, gate = metrics.figures, metrics.gate
     if version.kind == ModelKind.REWARD:
+        promoted_then = gate.promoted_accuracy if isinstance(gate, RewardGate) else None
         return [
-            ("Held-out accuracy", _percent(evaluation.get("new_accuracy", metrics.get("reward/accuracy")))),
-            ("Promoted model's accuracy then", _percent(evaluation.get("promoted_accuracy"))),
-            ("Human agreement", _percent(metrics.get("reward/human_agreement"))),
-            ("Mean margin", _number(metrics.get("reward/mean_margin"))),
-            ("Held-out pairs", str(metrics.get("reward/eval_pairs", "—"))),
-            ("Reward offset (subtracted)", _number(metrics.get("reward/offset"), 4)),
-            ("Reward scale (divided by)", _number(metrics.get("reward/scale"), 4)),
-            ("Evaluation passed", _passed(evaluation.get("passed"))),
+            ("Held-out accuracy", percent(metrics.accuracy)),
+            ("Promoted model's accuracy then", percent(promoted_then)),
+            ("Human agreement", percent(figures.get("reward/human_agreement"))),
+            ("Mean margin", number(figures.get("reward/mean_margin"))),
+            ("Held-out pairs", str(figures.get("reward/eval_pairs", "—"))),
+            ("Reward offset (subtracted)", number(figures.get("reward/offset"), 4)),
+            ("Reward scale (divided by)", number(figures.get("reward/scale"), 4)),
+            ("Evaluation passed", _passed(metrics.passed)),
         ]
+    ppo = gate if isinstance(gate, PPOGate) else None
     return [
-        ("Held-out reward (its run's evaluation)", _number(evaluation.get("candidate_reward"))),
-        ("Starting policy's held-out reward there", _number(evaluation.get("baseline_reward"))),
-        (
-            "KL to the reference",
-            "0 (it is the reference)" if version.is_reference else _number(evaluation.get("kl", metrics.get("ppo/kl"))),
-        ),
-        ("Last training reward", _number(metrics.get("ppo/reward"))),
-        ("Evaluation passed", _passed(evaluation.get("passed"))),
+        ("Held-out reward (its run's evaluation)", number(ppo.candidate_reward if ppo else None)),
+        ("Starting policy's held-out reward there", number(ppo.baseline_reward if ppo else None)),
+        ("KL to the reference", "0 (it is the reference)" if version.is_reference else number(metrics.kl)),
+        ("Last training reward", number(figures.get("ppo/reward"))),
+        ("Evaluation passed", _passed(metrics.passed)),
     ]
 
 
@@ -530,13 +445,11 @@ def _side(version: ModelVersion) -> dict[str, Any]:
 
 def _metric_rows(a: ModelVersion, b: ModelVersion) -> list[dict[str, Any]]:
     def scalars(v: ModelVersion) -> dict[str, float]:
-        return {
-            k: float(x) for k, x in (v.metrics or {}).items() if isinstance(x, int | float) and not isinstance(x, bool)
-        }
+        return {k: float(x) for k, x in ModelMetrics.from_json(v.kind, v.metrics).figures.items()}
 
     left, right = scalars(a), scalars(b)
     return [
-        {"key": key, "a": _number(left.get(key), 4), "b": _number(right.get(key), 4)}
+        {"key": key, "a": number(left.get(key), 4), "b": number(right.get(key), 4)}
         for key in sorted(set(left) | set(right))
     ]
 
@@ -560,8 +473,8 @@ def compare_page(request: HttpRequest, project_id: int) -> HttpResponse:
     if a.kind == b.kind == ModelKind.POLICY:
         samples = selectors.policy_versions_sample_compare(a=a, b=b)
         for row in samples["rows"]:
-            row["prompt_text"] = _prompt_text(row["prompt"])
-            row["a_reward"], row["b_reward"] = _score(row["a_reward"]), _score(row["b_reward"])
+            row["prompt_text"] = prompt_text(row["prompt"])
+            row["a_reward"], row["b_reward"] = as_number(row["a_reward"]), as_number(row["b_reward"])
     sides = [_side(a), _side(b)]
     context.update(
         {

@@ -14,6 +14,8 @@ rows and a config, and gets back paths and metrics. Stable entry points:
   reward/human_agreement (when rows carry it), reward/loss_curve.
 - `evaluate_reward_model(model_path, rows, *, batch_size=32, max_length=512, device="auto")
   -> dict`: the same held-out metrics for a saved reward model.
+- `policy_evaluate(candidate_path=, baseline_path=, reward_path=, prompts=, config=) -> dict`: the
+  held-out comparison of a PPO policy with the one it started from (mean reward, win rate, samples).
 - `run_ppo(config: PPOConfig, prompts, *, policy_path, ref_path, reward_path, output_dir,
   sft_rows=None, on_progress=None, resume=True) -> PPOResult`: PPO with a per-token KL penalty
   to the SFT reference and optional PPO-ptx; metrics ppo/reward, ppo/kl, ppo/entropy,
@@ -44,6 +46,7 @@ _LAZY = {
     "generate_responses": "rlhf.training.generation",
     "train_reward_model": "rlhf.training.reward",
     "evaluate_reward_model": "rlhf.training.reward",
+    "policy_evaluate": "rlhf.training.evaluation",
     "run_ppo": "rlhf.training.ppo",
     "train_demo_sft": "rlhf.training.tiny",
     "build_tiny_tokenizer": "rlhf.training.tiny",

@@ -18,9 +18,10 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from audit.models import AuditEntry
 from labelers.models import Role
 from rlhf.models import LoopSettings, ModelKind, ModelState, ModelVersion, RunKind, RunStatus, TrainingRun
-from rlhf.services import model_version_register
+from rlhf.services.registry import model_version_register
 from tests.factories import ProjectFactory
 
 pytestmark = pytest.mark.django_db
@@ -243,7 +244,7 @@ def test_navigation_links_to_the_training_pages(loop, ml_engineer):
 def test_start_buttons_queue_a_run(loop, ml_engineer, django_capture_on_commit_callbacks):
     client = _client(ml_engineer)
     with (
-        mock.patch("rlhf.services._enqueue") as enqueue,
+        mock.patch("rlhf.services.runs._enqueue") as enqueue,
         django_capture_on_commit_callbacks(execute=True),
     ):
         response = _htmx(client, f"/manage/projects/{loop.pk}/training/start/", {"kind": "reward", "config": ""})
@@ -255,7 +256,7 @@ def test_start_buttons_queue_a_run(loop, ml_engineer, django_capture_on_commit_c
     assert f"Train reward model queued as run {run.pk}. Follow run {run.pk}" in _text(response.content.decode())
 
     # without htmx: to the run's page
-    with mock.patch("rlhf.services._enqueue"), django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("rlhf.services.runs._enqueue"), django_capture_on_commit_callbacks(execute=True):
         response = client.post(
             f"/manage/projects/{loop.pk}/training/start/", {"kind": "generate", "config": '{"temperature": 0.7}'}
         )
@@ -268,7 +269,7 @@ def test_start_buttons_queue_a_run(loop, ml_engineer, django_capture_on_commit_c
 def test_start_shows_the_409_message_when_a_run_is_active(loop, admin_user):
     active = TrainingRun.objects.create(project=loop, kind=RunKind.REWARD, status=RunStatus.RUNNING)
     client = _client(admin_user)
-    with mock.patch("rlhf.services._enqueue") as enqueue:
+    with mock.patch("rlhf.services.runs._enqueue") as enqueue:
         response = _htmx(client, f"/manage/projects/{loop.pk}/training/start/", {"kind": "reward"})
         assert response.status_code == 200
         assert f"A reward run is already running (run {active.pk})." in response.content.decode()
@@ -285,7 +286,7 @@ def test_start_shows_the_409_message_when_a_run_is_active(loop, admin_user):
 def test_start_shows_other_refusals_inline(loop, admin_user, tiny_models):
     client = _client(admin_user)
     url = f"/manage/projects/{loop.pk}/training/start/"
-    with mock.patch("rlhf.services._enqueue") as enqueue:
+    with mock.patch("rlhf.services.runs._enqueue") as enqueue:
         response = _htmx(client, url, {"kind": "reward", "config": '{"bogus": 1}'})
         assert "config.bogus: unknown field for RewardModelConfig" in response.content.decode()
         assert "{&quot;bogus&quot;: 1}</textarea>" in response.content.decode()  # kept to fix, not retyped
@@ -593,3 +594,76 @@ def test_series_chart_fits_the_values_and_the_reference_line():
     assert long.points[-1].value == 1000.0
     assert not long.show_dots
     assert series_chart([]).path == ""
+
+
+def _evaluation_items(page: str) -> list[tuple[str, str]]:
+    block = page.split('id="evaluation"', 1)[1].split("</div>", 1)[0]
+    return [(cls, _text(body)) for cls, body in re.findall(r'<li class="([^"]*)">(.*?)</li>', block)]
+
+
+def test_a_ppo_gate_without_required_improvement_shows_no_failed_check(loop, admin_user):
+    """ppo_require_improvement off: a policy no better than its start passes on KL alone, and the page
+    says so instead of a red 'not better' under 'Passed' (the stored shape of runs before records)."""
+    LoopSettings.objects.filter(project=loop).update(ppo_require_improvement=False)
+    run = loop.runs["ppo"]
+    run.summary = {
+        "metrics": {"ppo/kl": 0.8},
+        "evaluation": {
+            "prompts": 3,
+            "candidate_reward": 0.1,
+            "baseline_reward": 0.12,
+            "kl": 0.8,
+            "max_kl": 10.0,
+            "passed": True,
+        },
+    }
+    run.save(update_fields=["summary"])
+    page = _client(admin_user).get(f"/manage/runs/{run.pk}/").content.decode()
+    assert "Passed : the output may be promoted." in _text(page)
+    assert _evaluation_items(page) == [
+        (
+            "",
+            "Held-out reward 0.100 against 0.120 for the policy it started from (not better; 3 prompts); "
+            "not required (ppo_require_improvement is off).",
+        ),
+        ("ok-text", "KL to the reference 0.800 ≤ the limit 10.000."),
+    ]
+
+
+def _trail(project) -> list[tuple]:
+    return [
+        (e.actor_name, e.action, e.target, e.reason, e.before, e.after)
+        for e in AuditEntry.objects.filter(project=project).order_by("id")
+    ]
+
+
+def test_promote_and_roll_back_leave_one_audit_row_each_shown_on_the_page(loop, ml_engineer):
+    client = _client(ml_engineer)
+    rm1, new = loop.models["rm1"], loop.models["reward_out"]
+    registered = _trail(loop)
+    client.post(f"/manage/versions/{new.pk}/promote/")
+    client.post(f"/manage/projects/{loop.pk}/training/rollback/", {"kind": "reward"})
+    client.post(f"/manage/projects/{loop.pk}/training/rollback/", {"kind": "policy"})  # refused: no row
+    assert _trail(loop)[len(registered) :] == [
+        (
+            "emil",
+            "model.promote",
+            f"rlhf.modelversion:{new.pk}",
+            "",
+            {"version": rm1.pk, "name": "rm-1"},
+            {"version": new.pk, "name": "reward-run-A"},
+        ),
+        (
+            "emil",
+            "model.rollback",
+            f"rlhf.modelversion:{rm1.pk}",
+            "",
+            {"version": new.pk, "name": "reward-run-A"},
+            {"version": rm1.pk, "name": "rm-1"},
+        ),
+    ]
+    page = client.get(f"/manage/projects/{loop.pk}/training/").content.decode()
+    decisions = _text(page.split('id="model-decisions"', 1)[1].split("</section>", 1)[0])
+    assert "emil Model rolled back reward:rm-1" in decisions
+    assert "emil Model promoted reward:reward-run-A" in decisions
+    assert "the loop Model promoted reward:rm-1 promoted when registered" in decisions

@@ -17,14 +17,9 @@ from django.db import connection
 from annotation.models import Comparison, Response, ResponseSet
 from annotation.services import assignment_lease_next, prompts_import, ranking_submit
 from rlhf.models import LoopSettings, ModelState, ModelVersion, RunStatus, TrainingRun
-from rlhf.services import (
-    loop_check,
-    model_version_promote,
-    model_version_register,
-    model_version_rollback,
-    training_run_start,
-    training_runs_reap,
-)
+from rlhf.services.loop import loop_check
+from rlhf.services.registry import model_version_promote, model_version_register, model_version_rollback
+from rlhf.services.runs import training_run_start, training_runs_reap
 from tests.conftest import postgres_only
 from tests.factories import ProjectFactory, UserFactory
 
@@ -300,10 +295,10 @@ def test_rollback_restores_the_previous_policy_for_generation(tiny_models):
         project=project, kind="policy", name="sft", path=policy, is_reference=True, promote=True
     )
     v2 = model_version_register(project=project, kind="policy", name="ppo-1", path=policy, parent=sft)
-    model_version_promote(version=v2)
+    model_version_promote(version=v2, actor=None)
     assert training_run_start(project=project, kind="generate").policy_id == v2.pk
     TrainingRun.objects.all().delete()
-    restored = model_version_rollback(project=project, kind="policy")
+    restored = model_version_rollback(project=project, kind="policy", actor=None)
     assert restored.pk == sft.pk
     v2.refresh_from_db()
     project.refresh_from_db()
@@ -314,7 +309,7 @@ def test_rollback_restores_the_previous_policy_for_generation(tiny_models):
 @pytest.mark.django_db
 def test_loop_settings_update_names_the_bad_field():
     from config.exceptions import ApplicationError
-    from rlhf.services import loop_settings_update
+    from rlhf.services.loop_settings import loop_settings_update
 
     project = ProjectFactory()
     loop = loop_settings_update(project=project, retrain_min_comparisons=50, reward_min_accuracy=1)

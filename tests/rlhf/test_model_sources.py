@@ -12,7 +12,9 @@ import pytest
 
 from config.exceptions import ApplicationError
 from rlhf.models import LoopSettings, ModelVersion, TrainingRun
-from rlhf.services import loop_settings_get, loop_settings_update, model_version_register, training_run_start
+from rlhf.services.loop_settings import loop_settings_get, loop_settings_update
+from rlhf.services.registry import model_version_register
+from rlhf.services.runs import training_run_start
 from tests.factories import ProjectFactory
 
 NO_REMOTE_CODE = (
@@ -76,7 +78,7 @@ def test_a_hub_id_must_be_on_the_allow_list(roots, monkeypatch):
         == "path: 'acme/model$(id)' is neither an absolute directory on the server nor a hub id (owner/name)"
     )
     # On the list, the model's own files are read next (a hub download: the edge of the world).
-    monkeypatch.setattr("rlhf.services.model_role_problem", lambda *a, **k: None)
+    monkeypatch.setattr("rlhf.services.registry.model_role_problem", lambda *a, **k: None)
     assert _register("acme/model").path == "acme/model"
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from rlhf import services
 from rlhf.models import RunStatus, TrainingRun
-from rlhf.services import model_version_register, training_run_start, training_runs_reap, training_runs_resend
+from rlhf.services import loop, runs
+from rlhf.services.registry import model_version_register
+from rlhf.services.runs import training_run_start, training_runs_reap, training_runs_resend
 from tests.conftest import free_port
 from tests.factories import ProjectFactory
 
@@ -69,8 +70,8 @@ def test_a_run_start_while_the_broker_is_down_is_a_503_and_saves_nothing(
     assert body["detail"].endswith("); nothing was started. Retry in a moment.")
     assert TrainingRun.objects.count() == 0
     broker.up()  # back: the next start is accepted
-    monkeypatch.setattr(services, "_broker_problem", lambda: None)  # (no broker process in this test)
-    monkeypatch.setattr(services, "_enqueue", lambda run_id: True)
+    monkeypatch.setattr(runs, "_broker_problem", lambda: None)  # (no broker process in this test)
+    monkeypatch.setattr(runs, "_enqueue", lambda run_id: True)
     again = client_for(ml_engineer).post(f"/api/v1/projects/{project.pk}/runs/", {"kind": "generate"}, format="json")
     assert again.status_code == 201, again.json()
 
@@ -79,14 +80,14 @@ def test_a_run_start_while_the_broker_is_down_is_a_503_and_saves_nothing(
 def test_a_run_the_broker_did_not_take_is_sent_again_by_beat(project, monkeypatch, settings):
     from kombu.exceptions import OperationalError
 
-    monkeypatch.setattr(services, "_broker_problem", lambda: None)  # up at the check, gone at the send
+    monkeypatch.setattr(runs, "_broker_problem", lambda: None)  # up at the check, gone at the send
 
     def gone(*args, **kwargs):
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
     monkeypatch.setattr("rlhf.tasks.train_run.apply_async", gone)
     run = training_run_start(project=project, kind="generate")
-    assert services._enqueue(run.pk) is False  # what the commit hook ran: logged, not raised
+    assert runs._enqueue(run.pk) is False  # what the commit hook ran: logged, not raised
     run.refresh_from_db()
     assert (run.status, run.celery_task_id) == (RunStatus.QUEUED, "")
     settings.TRAINING_RESEND_AFTER_S = 0
@@ -118,14 +119,14 @@ def test_the_reaper_queues_a_dead_run_again_then_fails_it_and_cleans_its_work(pr
     settings.TRAINING_MAX_ATTEMPTS = 2
     settings.ARTIFACTS_ROOT = Path(settings.ARTIFACTS_ROOT).parent / f"reap-{os.getpid()}"
     sent: list[int] = []
-    monkeypatch.setattr(services, "_enqueue", lambda run_id: sent.append(run_id) or True)
+    monkeypatch.setattr(runs, "_enqueue", lambda run_id: sent.append(run_id) or True)
     first = _stale(project, attempts=1)
     assert training_runs_reap() == 1
     first.refresh_from_db()
     assert first.status == RunStatus.QUEUED and sent == [first.pk]
     assert first.error.startswith("The worker stopped reporting at ")
     last = _stale(project, attempts=2)
-    work = services._artifact_dir(last) / "work"
+    work = runs._artifact_dir(last) / "work"
     work.mkdir(parents=True)
     (work / "checkpoint.pt").write_bytes(b"half")
     assert training_runs_reap() == 1
@@ -140,13 +141,13 @@ def test_the_reaper_queues_a_dead_run_again_then_fails_it_and_cleans_its_work(pr
 def test_an_attempt_that_lost_its_run_cannot_overwrite_it(project):
     run = _stale(project, attempts=1)
     TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED)  # the reaper failed it meanwhile
-    assert services._finish(run, RunStatus.SUCCEEDED, "succeeded") is False
+    assert runs._finish(run, RunStatus.SUCCEEDED, "succeeded") is False
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, attempts=2)  # another attempt has it
-    assert services._finish(run, RunStatus.SUCCEEDED, "succeeded") is False
+    assert runs._finish(run, RunStatus.SUCCEEDED, "succeeded") is False
     run.attempts = 2
-    assert services._finish(run, RunStatus.SUCCEEDED, "succeeded") is True
+    assert runs._finish(run, RunStatus.SUCCEEDED, "succeeded") is True
 
 
 @pytest.mark.django_db(transaction=True)
@@ -154,7 +155,7 @@ def test_the_heartbeat_beats_from_its_own_thread(project, settings):
     settings.TRAINING_HEARTBEAT_EVERY_S = 0.05
     run = _stale(project, attempts=1)
     before = run.heartbeat_at
-    beat = services._Heartbeat(run)
+    beat = runs._Heartbeat(run)
     beat.start()
     time.sleep(0.5)  # the main thread does nothing: no progress report
     beat.stop()
@@ -162,7 +163,7 @@ def test_the_heartbeat_beats_from_its_own_thread(project, settings):
     run.refresh_from_db()
     assert run.heartbeat_at > before + timedelta(minutes=59)
     TrainingRun.objects.filter(pk=run.pk).update(attempts=2)  # a beat for another attempt changes nothing
-    stale = services._Heartbeat(run)
+    stale = runs._Heartbeat(run)
     stale.start()
     time.sleep(0.3)
     stale.stop()
@@ -229,11 +230,11 @@ def test_a_second_delivery_leaves_a_live_attempt_alone_and_a_run_lost_too_often_
     settings.TRAINING_MAX_ATTEMPTS = 2
     alive = _stale(project, attempts=1)
     TrainingRun.objects.filter(pk=alive.pk).update(heartbeat_at=timezone.now())
-    assert services.training_run_execute(run_id=alive.pk).attempts == 1  # nothing done
+    assert loop.training_run_execute(run_id=alive.pk).attempts == 1  # nothing done
     alive.refresh_from_db()
     assert (alive.status, alive.attempts) == (RunStatus.RUNNING, 1)
     lost = _stale(project, attempts=2)  # redelivered after its worker died a second time
-    done = services.training_run_execute(run_id=lost.pk)
+    done = loop.training_run_execute(run_id=lost.pk)
     assert (done.status, done.attempts) == (RunStatus.FAILED, 2)
     assert done.error == "The worker was lost 2 times; giving up."
 
@@ -241,12 +242,12 @@ def test_a_second_delivery_leaves_a_live_attempt_alone_and_a_run_lost_too_often_
 @pytest.mark.django_db
 def test_progress_of_an_attempt_that_lost_its_run_stops_it(project):
     run = _stale(project, attempts=1)
-    progress = services._Progress(run)
+    progress = runs._Progress(run)
     progress(1, 10, {"ppo/kl": 0.1})  # its own: written
     assert TrainingRun.objects.get(pk=run.pk).progress_step == 1
     TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.QUEUED)  # the reaper took it
     progress.last_write = 0.0
-    with pytest.raises(services.RunCancelled):
+    with pytest.raises(runs.RunCancelled):
         progress(2, 10, {"ppo/kl": 0.2})
     assert TrainingRun.objects.get(pk=run.pk).progress_step == 1
 
@@ -257,6 +258,6 @@ def test_an_attempt_that_lost_its_run_does_not_publish_its_model(project, tmp_pa
     work, final = tmp_path / "work", tmp_path / "model"
     work.mkdir()
     TrainingRun.objects.filter(pk=run.pk).update(attempts=2)  # another attempt has the run now
-    with pytest.raises(services.RunCancelled):
-        services._publish(run, work, final)
+    with pytest.raises(runs.RunCancelled):
+        runs._publish(run, work, final)
     assert work.exists() and not final.exists()

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from annotation.management.commands._util import project_from_arg
 from config.exceptions import ApplicationError
 from rlhf.models import ModelKind, ModelVersion
-from rlhf.services import model_version_promote, model_version_register, model_version_rollback
+from rlhf.services.registry import model_version_promote, model_version_register, model_version_rollback
 
 
 class Command(BaseCommand):
@@ -63,9 +63,14 @@ class Command(BaseCommand):
         version = ModelVersion.objects.filter(pk=options["version_id"]).first()
         if version is None:
             raise CommandError(f"version_id: no model version {options['version_id']}.")
-        model_version_promote(version=version)
+        model_version_promote(version=version, actor=None, reason="models promote (management command)")
         self.stdout.write(f"Promoted {version.name}.")
 
     def _rollback(self, options: dict[str, Any]) -> None:
-        version = model_version_rollback(project=project_from_arg(options["project"]), kind=options["kind"])
+        version = model_version_rollback(
+            project=project_from_arg(options["project"]),
+            kind=options["kind"],
+            actor=None,
+            reason="models rollback (management command)",
+        )
         self.stdout.write(f"Rolled back: {version.name} is promoted again.")

@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from annotation.management.commands._util import project_from_arg
 from config.exceptions import ApplicationError
 from rlhf.models import RunKind, TrainingRun
-from rlhf.services import training_run_execute, training_run_start
+from rlhf.services.loop import training_run_execute
+from rlhf.services.runs import training_run_start
 
 
 class Command(BaseCommand):
@@ -32,11 +33,8 @@ class Command(BaseCommand):
         except json.JSONDecodeError as exc:
             raise CommandError(f"--config: not valid JSON ({exc.msg}).") from exc
         if options["here"]:
-            from django.test.utils import override_settings
-
-            # Keep the queued message from reaching a worker: this process runs the run itself.
-            with override_settings(CELERY_TASK_ALWAYS_EAGER=False):
-                run = self._start(project, options["kind"], overrides, enqueue=False)
+            # No message for a worker: this process runs the run itself.
+            run = self._start(project, options["kind"], overrides, enqueue=False)
             self.stdout.write(f"Run {run.pk} ({run.kind}) running here.")
             run = training_run_execute(run_id=run.pk)
             self._report(run)
@@ -47,13 +45,8 @@ class Command(BaseCommand):
             self._follow(run)
 
     def _start(self, project: Any, kind: str, overrides: dict[str, Any], *, enqueue: bool) -> TrainingRun:
-        from unittest import mock
-
         try:
-            if enqueue:
-                return training_run_start(project=project, kind=kind, config=overrides)
-            with mock.patch("rlhf.services._enqueue"):
-                return training_run_start(project=project, kind=kind, config=overrides)
+            return training_run_start(project=project, kind=kind, config=overrides, enqueue=enqueue)
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
 

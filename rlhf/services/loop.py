@@ -1,0 +1,148 @@
+"""The loop: a run executed to its end, its gate's verdict acted on (promote what passed, start the
+next stage), and the schedule that starts a reward run when enough new comparisons arrived."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import traceback
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.models import Comparison, Project
+from audit.models import AuditAction
+from audit.services import audit_record
+from config.exceptions import ApplicationError
+from rlhf.models import RunKind, RunStatus, RunTrigger, TrainingRun
+from rlhf.records import RunSummary
+from rlhf.services.executors import execute_generate, execute_ppo, execute_reward
+from rlhf.services.loop_settings import loop_settings_get
+from rlhf.services.registry import model_version_promote
+from rlhf.services.runs import (
+    LOG_TAIL_CHARS,
+    RunCancelled,
+    WorkerStopping,
+    _artifact_dir,
+    _finish,
+    _hand_back,
+    _Heartbeat,
+    _log,
+    _Progress,
+    training_run_start,
+)
+
+logger = logging.getLogger(__name__)
+EXECUTORS = {RunKind.GENERATE: execute_generate, RunKind.REWARD: execute_reward, RunKind.PPO: execute_ppo}
+
+
+def training_run_execute(*, run_id: int) -> TrainingRun:
+    """Run a queued (or interrupted) run to its end on this worker. Idempotent: a finished run is
+    left alone; a run whose worker died resumes (PPO from its checkpoint) or starts clean."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().select_related("project").get(pk=run_id)
+        if run.is_finished:
+            return run
+        if run.cancel_requested:
+            run.status, run.finished_at = RunStatus.CANCELLED, timezone.now()
+            run.save(update_fields=["status", "finished_at"])
+            return run
+        if run.status == RunStatus.RUNNING:
+            alive = run.heartbeat_at is not None and run.heartbeat_at > timezone.now() - timedelta(
+                seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_S
+            )
+            if alive:  # a second message for a run an attempt is still beating for: leave it to that one
+                logger.warning("run %s: attempt %s is alive; this delivery does nothing", run.pk, run.attempts)
+                return run
+            if run.attempts >= settings.TRAINING_MAX_ATTEMPTS:
+                run.status, run.finished_at = RunStatus.FAILED, timezone.now()
+                run.error = f"The worker was lost {run.attempts} times; giving up."
+                run.save(update_fields=["status", "finished_at", "error"])
+                return run
+        run.status = RunStatus.RUNNING
+        run.attempts += 1
+        run.started_at = run.started_at or timezone.now()
+        run.heartbeat_at = timezone.now()
+        run.error = ""
+        run.save(update_fields=["status", "attempts", "started_at", "heartbeat_at", "error"])
+    _log(run, f"attempt {run.attempts} started")
+    heartbeat = _Heartbeat(run)
+    heartbeat.start()
+    try:
+        EXECUTORS[RunKind(run.kind)](run, _Progress(run))
+    except RunCancelled:
+        heartbeat.stop()
+        _finish(run, RunStatus.CANCELLED, "cancelled")
+        return run
+    except WorkerStopping:
+        heartbeat.stop()
+        _hand_back(run)
+        return run
+    except Exception as exc:
+        heartbeat.stop()
+        logger.exception("run %s failed", run.pk)
+        run.error = "".join(traceback.format_exception(exc))[-LOG_TAIL_CHARS:]
+        if _finish(run, RunStatus.FAILED, f"failed: {exc}"):
+            shutil.rmtree(_artifact_dir(run) / "work", ignore_errors=True)  # no half-written model stays
+        return run
+    finally:
+        heartbeat.stop()
+    if not _finish(run, RunStatus.SUCCEEDED, "succeeded"):
+        return run
+    if run.kind != RunKind.GENERATE and run.output_version_id:
+        _act_on_gate(run, chain=loop_settings_get(project=run.project).auto_chain)
+    return run
+
+
+def _act_on_gate(run: TrainingRun, *, chain: bool) -> None:
+    """After a reward or PPO run: its gate's verdict goes on the audit trail; with ``chain`` (the loop
+    setting auto_chain) what passed is promoted, in the same transaction, and the next stage starts."""
+    version = run.output_version
+    assert version is not None
+    gate = RunSummary.from_json(run.kind, run.summary).gate
+    passed = gate is not None and bool(gate.passed)
+    reason = gate.reason if gate is not None else "Did not pass: the run stored no gate verdict."
+    with transaction.atomic():
+        audit_record(
+            actor=None,
+            action=AuditAction.GATE_VERDICT,
+            target=version,
+            project=run.project,
+            reason=reason,
+            after={"gate": run.kind, "passed": passed, "run": run.pk},
+        )
+        if chain and passed:
+            model_version_promote(version=version, actor=None, reason=reason)
+    if not chain:
+        return
+    if not passed:
+        _log(run, "evaluation did not pass: nothing promoted, the chain stops here")
+        return
+    _log(run, f"promoted {version.name}")
+    next_kind = RunKind.PPO if run.kind == RunKind.REWARD else RunKind.GENERATE
+    try:
+        nxt = training_run_start(project=run.project, kind=next_kind, trigger=RunTrigger.CHAIN)
+        _log(run, f"started {next_kind} run {nxt.pk}")
+    except ApplicationError as exc:
+        _log(run, f"could not start the {next_kind} run: {exc.message}")
+
+
+def loop_check(*, project: Project) -> TrainingRun | None:
+    """The schedule: start a reward run when enough new comparisons arrived since the last one."""
+    loop = loop_settings_get(project=project)
+    if not loop.auto_chain or not project.is_active:
+        return None
+    last = TrainingRun.objects.filter(project=project, kind=RunKind.REWARD).exclude(status=RunStatus.CANCELLED).first()
+    since = (last.data_snapshot or {}).get("max_comparison_id", 0) if last else 0
+    if last is not None and not last.is_finished:
+        return None
+    new = Comparison.objects.filter(response_set__project=project, id__gt=since).count()
+    if new < loop.retrain_min_comparisons:
+        return None
+    try:
+        return training_run_start(project=project, kind=RunKind.REWARD, trigger=RunTrigger.SCHEDULE)
+    except ApplicationError as exc:
+        logger.info("schedule: project %s: %s", project.pk, exc.message)
+        return None

@@ -1,0 +1,168 @@
+"""The model registry: register a model, make a version the current one of its kind (promote, roll
+back), and say which versions are current."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from annotation.models import Project, Prompt
+from audit.models import AuditAction
+from audit.services import audit_record
+from config.exceptions import ApplicationError, Conflict
+from labelers.types import AuthUser
+from rlhf.models import ModelKind, ModelState, ModelVersion
+from rlhf.sources import model_source_problem
+from rlhf.training.checks import model_role_problem
+
+
+def model_version_register(
+    *,
+    project: Project | None,
+    kind: str,
+    name: str,
+    path: str,
+    parent: ModelVersion | None = None,
+    notes: str = "",
+    is_reference: bool = False,
+    promote: bool = False,
+    trust_remote_code: bool = False,
+    actor: AuthUser | None = None,
+) -> ModelVersion:
+    """Register a model that exists outside the platform (an SFT checkpoint, a hub id). The path
+    must be a directory under settings.MODEL_ROOTS or a hub id on settings.MODEL_HUB_ALLOWLIST; a
+    model that cannot serve its role (read from its config and tokenizer) is refused here.
+    trust_remote_code lets loading run the model's own code: the callers that set it are the
+    server's (the management command, the Django admin), never a run config. ``actor``: who
+    registered it (recorded when ``promote`` makes it current)."""
+    if kind not in ModelKind.values:
+        raise ApplicationError(f"kind: must be one of {', '.join(ModelKind.values)}.", code="invalid")
+    if not name.strip():
+        raise ApplicationError("name: must not be empty.", code="invalid")
+    if not path.strip():
+        raise ApplicationError("path: give a local directory or a hub id.", code="invalid")
+    if ModelVersion.objects.filter(project=project, kind=kind, name=name).exists():
+        raise Conflict(f"name: a {kind} model named '{name}' already exists in this project.", code="name_taken")
+    if is_reference and kind != ModelKind.POLICY:
+        raise ApplicationError("is_reference: only a policy (the SFT model) can be the KL reference.", code="invalid")
+    source = model_source_problem(path)
+    if source is not None:
+        raise ApplicationError(f"path: {source}", code="invalid_model")
+    # Outside the transaction: reading a hub model's config and tokenizer may take a while.
+    problem = model_role_problem(
+        path,
+        kind,
+        needs_chat_template=project is not None and _has_chat_prompts(project),
+        trust_remote_code=trust_remote_code,
+    )
+    if problem is not None:
+        raise ApplicationError(problem, code="invalid_model")
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                version = ModelVersion.objects.create(
+                    project=project,
+                    kind=kind,
+                    name=name,
+                    path=path,
+                    parent=parent,
+                    notes=notes,
+                    is_reference=is_reference,
+                    trust_remote_code=trust_remote_code,
+                )
+        except IntegrityError:  # registered by someone else while this model was being read
+            raise Conflict(
+                f"name: a {kind} model named '{name}' already exists in this project.", code="name_taken"
+            ) from None
+        if promote:
+            version = model_version_promote(version=version, actor=actor, reason="promoted when registered")
+    return version
+
+
+def _has_chat_prompts(project: Project) -> bool:
+    return Prompt.objects.filter(project=project, messages__isnull=False).exists()
+
+
+def promoted_version(project: Project, kind: str) -> ModelVersion | None:
+    """The current (promoted) version of ``kind`` in ``project``."""
+    return ModelVersion.objects.filter(project=project, kind=kind, state=ModelState.PROMOTED).first()
+
+
+def reference_version(project: Project) -> ModelVersion | None:
+    """The SFT model: the newest policy version marked as the KL reference."""
+    return (
+        ModelVersion.objects.filter(project=project, kind=ModelKind.POLICY, is_reference=True)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def _version_ref(version: ModelVersion | None) -> dict[str, Any]:
+    return {"version": version.pk, "name": version.name} if version is not None else {}
+
+
+def _lock_kind(project_id: int | None, kind: str) -> None:
+    """Lock every version of one kind in one project: promotions and rollbacks of that kind go one
+    after the other, so the current version and the one it replaces are read and changed together."""
+    list(ModelVersion.objects.select_for_update().filter(project=project_id, kind=kind).values_list("pk", flat=True))
+
+
+def _make_current(*, version: ModelVersion, actor: AuthUser | None, action: str, reason: str) -> ModelVersion:
+    """The one change behind promote and rollback, under ``_lock_kind``: ``version`` becomes the promoted
+    model of its kind, the one it replaces is archived, the project's current policy follows, and one
+    audit row records who did it, why, and the current version before and after."""
+    before = (
+        ModelVersion.objects.filter(project=version.project_id, kind=version.kind, state=ModelState.PROMOTED)
+        .exclude(pk=version.pk)
+        .first()
+    )
+    if before is not None:
+        ModelVersion.objects.filter(pk=before.pk).update(state=ModelState.ARCHIVED)
+    version.state = ModelState.PROMOTED
+    version.promoted_at = timezone.now()
+    version.save(update_fields=["state", "promoted_at"])
+    if version.kind == ModelKind.POLICY and version.project_id:
+        Project.objects.filter(pk=version.project_id).update(current_policy=version)
+    audit_record(
+        actor=actor,
+        action=action,
+        target=version,
+        project=version.project,
+        reason=reason,
+        before=_version_ref(before),
+        after=_version_ref(version),
+    )
+    return version
+
+
+@transaction.atomic
+def model_version_promote(*, version: ModelVersion, actor: AuthUser | None, reason: str = "") -> ModelVersion:
+    """Make ``version`` the promoted model of its kind in one step; the previous one is archived.
+    ``actor`` None: the loop promoted it (``reason`` then says which gate passed)."""
+    _lock_kind(version.project_id, version.kind)
+    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    if version.state == ModelState.PROMOTED:
+        return version
+    return _make_current(version=version, actor=actor, action=AuditAction.MODEL_PROMOTE, reason=reason)
+
+
+@transaction.atomic
+def model_version_rollback(*, project: Project, kind: str, actor: AuthUser | None, reason: str = "") -> ModelVersion:
+    """Promote again the version that was promoted before the current one."""
+    _lock_kind(project.pk, kind)
+    current = promoted_version(project, kind)
+    if current is None:
+        raise Conflict(f"No promoted {kind} model to roll back.", code="nothing_promoted")
+    previous = (
+        ModelVersion.objects.filter(
+            project=project, kind=kind, promoted_at__isnull=False, promoted_at__lt=current.promoted_at
+        )
+        .exclude(pk=current.pk)
+        .order_by("-promoted_at")
+        .first()
+    )
+    if previous is None:
+        raise Conflict(f"There is no earlier promoted {kind} model to roll back to.", code="no_previous")
+    return _make_current(version=previous, actor=actor, action=AuditAction.MODEL_ROLLBACK, reason=reason)
