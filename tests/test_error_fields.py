@@ -50,3 +50,15 @@ def test_the_people_form_shows_a_taken_username_next_to_it(admin_user, client):
     client.force_login(admin_user)
     page = client.post("/manage/labelers/", {"username": "ada", "role": "labeler", "email": ""})
     assert page.context["form"].errors["username"] == ["'ada' is already taken."]
+
+
+def test_a_refused_loop_setting_names_its_setting_as_data():
+    from rlhf.services.loop_settings import loop_settings_update
+
+    project = ProjectFactory()
+    with pytest.raises(ApplicationError) as exc:
+        loop_settings_update(project=project, generate_prompts=0)
+    assert (exc.value.message, exc.value.errors) == (
+        "generate_prompts: must be at least 1, got 0.",
+        [{"field": "generate_prompts", "message": "generate_prompts: must be at least 1, got 0."}],
+    )

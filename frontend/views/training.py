@@ -243,9 +243,12 @@ def loop_settings_update(request: HttpRequest, project_id: int) -> HttpResponse:
         try:
             loop = loop_settings_services.loop_settings_update(project=project, **form.cleaned_data)
         except ApplicationError as exc:
-            # "sft_data_path: line 3: ..." belongs next to its field; the rest above the form.
-            field = exc.message.split(":", 1)[0]
-            form.add_error(field if field in form.fields else None, exc.message)
+            # An error about one setting goes next to its field; the rest above the form.
+            fields = {field: message for field, message in exc.field_messages().items() if field in form.fields}
+            for field, message in fields.items():
+                form.add_error(field, message)
+            if not fields:
+                form.add_error(None, exc.message)
             saved = False
     notice = "Loop settings saved." if saved else ""
     if is_htmx(request):

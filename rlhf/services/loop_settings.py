@@ -79,34 +79,40 @@ LOOP_SETTING_FIELDS: dict[str, tuple[type, Any, Any]] = {
 LENGTH_KEYS = {"generation_config": "max_new_tokens", "ppo_config": "response_length"}
 
 
+def _refused(setting: str, message: str, code: str) -> ApplicationError:
+    """A loop setting refused: the whole message, and the setting it is about as data (``errors``)."""
+    return ApplicationError(message, code=code, errors=[{"field": setting, "message": message}])
+
+
 @transaction.atomic
 def loop_settings_update(*, project: Project, **fields: Any) -> LoopSettings:
     """Change how the project's loop turns; every field is checked and named when wrong."""
     loop = LoopSettings.objects.select_for_update().get(pk=loop_settings_get(project=project).pk)
     for name, value in fields.items():
         if name not in LOOP_SETTING_FIELDS:
-            raise ApplicationError(f"{name}: unknown loop setting.", code="invalid")
+            raise _refused(name, f"{name}: unknown loop setting.", "invalid")
         kind, low, high = LOOP_SETTING_FIELDS[name]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            raise ApplicationError(f"{name}: must be {kind.__name__}, got {value!r}.", code="invalid")
+            raise _refused(name, f"{name}: must be {kind.__name__}, got {value!r}.", "invalid")
         if low is not None and value < low:
-            raise ApplicationError(f"{name}: must be at least {low}, got {value}.", code="invalid")
+            raise _refused(name, f"{name}: must be at least {low}, got {value}.", "invalid")
         if high is not None and value > high:
-            raise ApplicationError(f"{name}: must be at most {high}, got {value}.", code="invalid")
+            raise _refused(name, f"{name}: must be at most {high}, got {value}.", "invalid")
         if name == "sft_data_path":
             value = str(value).strip()
             if value and value != loop.sft_data_path:
                 try:
                     sft_rows_from_jsonl(value)
                 except ValueError as exc:
-                    raise ApplicationError(f"sft_data_path: {exc}.", code="invalid") from exc
+                    raise _refused(name, f"sft_data_path: {exc}.", "invalid") from exc
         if name in LENGTH_KEYS and LENGTH_KEYS[name] in value:
-            raise ApplicationError(
+            raise _refused(
+                name,
                 f"{name}.{LENGTH_KEYS[name]}: the response length is the loop setting max_response_tokens "
                 "(one length for generation and PPO).",
-                code="invalid_config",
+                "invalid_config",
             )
         setattr(loop, name, value)
     for name, run_kind in (("reward_config", "reward"), ("ppo_config", "ppo"), ("generation_config", "generate")):
@@ -115,9 +121,9 @@ def loop_settings_update(*, project: Project, **fields: Any) -> LoopSettings:
             try:
                 run_config_validated(run_kind, base, fields[name])
             except ApplicationError as exc:
-                raise ApplicationError(f"{name}.{exc.message.removeprefix('config.')}", code="invalid_config") from exc
+                raise _refused(name, f"{name}.{exc.message.removeprefix('config.')}", "invalid_config") from exc
     ptx = (loop.ppo_config or {}).get("ptx_coef", 0)
     if ("ppo_config" in fields or "sft_data_path" in fields) and ptx > 0 and not loop.sft_data_path:
-        raise ApplicationError(PTX_WITHOUT_SFT.format(field="ppo_config.ptx_coef"), code="invalid_config")
+        raise _refused("ppo_config", PTX_WITHOUT_SFT.format(field="ppo_config.ptx_coef"), "invalid_config")
     loop.save()
     return loop
