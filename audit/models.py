@@ -13,7 +13,6 @@ class AuditAction(models.TextChoices):
     LABELER_PAUSE = "labeler.pause", "Labeler paused"
     LABELER_RESUME = "labeler.resume", "Labeler resumed"
     ROLE_CHANGE = "user.role", "Role changed"
-    USER_ACTIVE = "user.active", "Account activated or deactivated"
     QUALITY_OVERRIDE = "quality.override", "Quality override"
     REVIEW_ACCEPT = "review.accept", "Review accepted"
     GUIDELINE_PUBLISH = "guideline.publish", "Guideline published"
@@ -29,7 +28,7 @@ class AuditEntry(models.Model):
     actor_name = models.CharField(max_length=150, blank=True)  # kept when the account is deleted
     action = models.CharField(max_length=32, choices=AuditAction.choices)
     project = models.ForeignKey(
-        "annotation.Project", null=True, blank=True, on_delete=models.CASCADE, related_name="audit_entries"
+        "annotation.Project", null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries"
     )
     target = models.CharField(max_length=80, db_index=True)
     target_label = models.CharField(max_length=200, blank=True)

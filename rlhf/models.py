@@ -104,6 +104,8 @@ class TrainingRun(models.Model):
     error = models.TextField(blank=True)
     celery_task_id = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Attempts a stopping worker handed back (a deploy): not lost workers (TRAINING_MAX_ATTEMPTS).
+    handbacks = models.PositiveSmallIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

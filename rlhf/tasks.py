@@ -21,23 +21,34 @@ from celery.signals import worker_shutting_down
 from celery.worker import state as worker_state
 
 from annotation.models import Project
-from rlhf.models import TrainingRun
+from rlhf.models import RunStatus, TrainingRun
 from rlhf.services.loop import loop_check, training_run_execute
-from rlhf.services.runs import WorkerStopping, training_runs_reap, training_runs_resend
+from rlhf.services.runs import WorkerStopping, stop_allowed, training_runs_reap, training_runs_resend
 
-_running: int | None = None  # the run this process is executing now
-_stopping = False  # told once: a second SIGTERM does not interrupt the hand-back
+_stopping = False  # told once per run: a second SIGTERM does not interrupt the hand-back
+_previous_handler: Any = None  # the pool process's SIGTERM handler while a run has ours
 
 
-def _stop_the_run() -> None:
+def _stop_the_run() -> bool:
+    """Raise WorkerStopping when this process is inside a run's stop window; False when not."""
     global _stopping
-    if _running is not None and not _stopping:
+    if not stop_allowed():
+        return False
+    if not _stopping:
         _stopping = True
-        raise WorkerStopping(f"run {_running}")
+        raise WorkerStopping()
+    return True
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    _stop_the_run()
+    if _stop_the_run():
+        return
+    # Outside a run's stop window the signal means what it meant before (a cold shutdown's terminate).
+    if callable(_previous_handler):
+        _previous_handler(signum, frame)
+    elif _previous_handler != signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _catch_sigterm() -> Any:
@@ -74,19 +85,20 @@ TRAIN_TIME_LIMIT_S = 6 * 3600
 )
 def train_run(run_id: int) -> str:
     """Execute one training run (generate, reward or PPO) to its end."""
-    global _running
+    global _stopping, _previous_handler
     if not TrainingRun.objects.filter(pk=run_id).exists():
         return "missing"
-    _running = run_id
-    previous = _catch_sigterm()
+    _stopping = False
+    _previous_handler = _catch_sigterm()
     try:
         return training_run_execute(run_id=run_id).status
-    except WorkerStopping:  # before the attempt began or after it ended: the reaper has the rest
+    except WorkerStopping:  # cannot come from outside the stop window; if it did, the resend sweep sends it
+        TrainingRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(celery_task_id="")
         return "stopping"
     finally:
-        _running = None
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if _previous_handler is not None:
+            signal.signal(signal.SIGTERM, _previous_handler)
+        _previous_handler = None
 
 
 @shared_task(name="rlhf.tasks.loop_check_all")

@@ -401,7 +401,7 @@ def ranking_submit_input(body: Any) -> dict[str, Any]:
         "choice": body.get("choice"),
         "scores": body.get("scores"),
         "flags": body.get("flags"),
-        "comment": body.get("comment") or "",
+        "comment": "" if body.get("comment") is None else body["comment"],
         "time_spent_ms": time_spent,
     }
 

@@ -31,6 +31,8 @@ from rlhf.services.runs import (
     _Heartbeat,
     _log,
     _Progress,
+    lost_workers,
+    stop_window,
     training_run_start,
 )
 
@@ -56,9 +58,9 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
             if alive:  # a second message for a run an attempt is still beating for: leave it to that one
                 logger.warning("run %s: attempt %s is alive; this delivery does nothing", run.pk, run.attempts)
                 return run
-            if run.attempts >= settings.TRAINING_MAX_ATTEMPTS:
+            if lost_workers(run) >= settings.TRAINING_MAX_ATTEMPTS:
                 run.status, run.finished_at = RunStatus.FAILED, timezone.now()
-                run.error = f"The worker was lost {run.attempts} times; giving up."
+                run.error = f"The worker was lost {lost_workers(run)} times; giving up."
                 run.save(update_fields=["status", "finished_at", "error"])
                 return run
         run.status = RunStatus.RUNNING
@@ -71,7 +73,8 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     heartbeat = _Heartbeat(run)
     heartbeat.start()
     try:
-        EXECUTORS[RunKind(run.kind)](run, _Progress(run))
+        with stop_window():
+            EXECUTORS[RunKind(run.kind)](run, _Progress(run))
     except RunCancelled:
         heartbeat.stop()
         _finish(run, RunStatus.CANCELLED, "cancelled")

@@ -8,12 +8,15 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from annotation.models import Project
@@ -201,14 +204,15 @@ def training_runs_reap() -> int:
             pk=run.pk, status=RunStatus.RUNNING, attempts=run.attempts, heartbeat_at=run.heartbeat_at
         )
         lost = f"The worker stopped reporting at {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC (killed or lost)."
-        if run.attempts < settings.TRAINING_MAX_ATTEMPTS and not run.cancel_requested:
+        if lost_workers(run) < settings.TRAINING_MAX_ATTEMPTS and not run.cancel_requested:
             if seen.update(status=RunStatus.QUEUED, celery_task_id="", error=lost):
                 _log(run, f"attempt {run.attempts} lost its worker; queued again to resume")
                 _enqueue(run.pk)
                 count += 1
             continue
         run.error = lost
-        if _finish(run, RunStatus.FAILED, f"failed: worker lost {run.attempts} times", heartbeat_at=run.heartbeat_at):
+        message = f"failed: worker lost {lost_workers(run)} times"
+        if _finish(run, RunStatus.FAILED, message, heartbeat_at=run.heartbeat_at):
             shutil.rmtree(_artifact_dir(run) / "work", ignore_errors=True)
             count += 1
     return count
@@ -252,12 +256,43 @@ def _log(run: TrainingRun, message: str) -> None:
     TrainingRun.objects.filter(pk=run.pk).update(log_tail=tail)
 
 
+_stop_window_open = False
+
+
+@contextmanager
+def stop_window() -> Iterator[None]:
+    """The part of an attempt that a stopping worker may interrupt (WorkerStopping): the executor's
+    work. Before it the run is not yet this attempt's; after it the attempt's last writes (status,
+    gate verdict, promotion) must not be cut in half."""
+    global _stop_window_open
+    _stop_window_open = True
+    try:
+        yield
+    finally:
+        _stop_window_open = False
+
+
+def stop_allowed() -> bool:
+    """Whether this process is inside an attempt's `stop_window` now."""
+    return _stop_window_open
+
+
+def lost_workers(run: TrainingRun) -> int:
+    """Attempts that ended with their worker lost (killed, machine gone), hand-backs left out."""
+    return run.attempts - run.handbacks
+
+
 def _hand_back(run: TrainingRun) -> None:
     """The worker is stopping: the run goes back to the queue now, to resume from its checkpoint on
     the next worker, instead of holding the worker's shutdown until it ends or waiting for the reaper.
     A hand-back does not count as a lost worker (TRAINING_MAX_ATTEMPTS)."""
+    from django.db import connection
+
+    if not connection.in_atomic_block:
+        # The stop may have landed inside a query, which psycopg leaves unfinished on this connection.
+        connection.close()
     mine = TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=run.attempts)
-    if not mine.update(status=RunStatus.QUEUED, celery_task_id="", heartbeat_at=None):
+    if not mine.update(status=RunStatus.QUEUED, celery_task_id="", heartbeat_at=None, handbacks=F("handbacks") + 1):
         return
     run.status = RunStatus.QUEUED
     _log(run, f"attempt {run.attempts} stopped: the worker is shutting down; queued again to resume")

@@ -280,7 +280,7 @@ def test_a_worker_told_to_stop_hands_its_run_back_at_once(pool, signalled, sft_p
         _stop(worker, signal.SIGKILL)
     assert took < 30, took
     run.refresh_from_db()
-    assert (run.status, run.attempts, run.heartbeat_at) == (RunStatus.QUEUED, 1, None), run.log_tail
+    assert (run.status, run.attempts, run.handbacks, run.heartbeat_at) == (RunStatus.QUEUED, 1, 1, None), run.log_tail
     assert run.celery_task_id  # sent again, for the next worker
     assert "attempt 1 stopped: the worker is shutting down; queued again to resume" in run.log_tail
     work = Path(settings.ARTIFACTS_ROOT, f"project-{project.pk}", f"ppo-run-{run.pk}", "work")

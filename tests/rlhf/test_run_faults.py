@@ -103,15 +103,41 @@ def test_a_run_the_broker_did_not_take_is_sent_again_by_beat(project, monkeypatc
     assert training_runs_resend() == 0  # sent once
 
 
-def _stale(project, *, attempts: int) -> TrainingRun:
+def _stale(project, *, attempts: int, handbacks: int = 0) -> TrainingRun:
     return TrainingRun.objects.create(
         project=project,
         kind="ppo",
         config={},
         status=RunStatus.RUNNING,
         attempts=attempts,
+        handbacks=handbacks,
         heartbeat_at=timezone.now() - timedelta(hours=1),
     )
+
+
+@pytest.mark.django_db
+def test_attempts_a_stopping_worker_handed_back_do_not_count_as_lost_workers(project, monkeypatch, settings):
+    settings.TRAINING_MAX_ATTEMPTS = 2
+    sent: list[int] = []
+    monkeypatch.setattr(runs, "_enqueue", lambda run_id: sent.append(run_id) or True)
+    after_deploys = _stale(project, attempts=3, handbacks=2)  # two deploys, then one lost worker
+    assert training_runs_reap() == 1
+    after_deploys.refresh_from_db()
+    assert (after_deploys.status, sent) == (RunStatus.QUEUED, [after_deploys.pk])
+    lost_twice = _stale(project, attempts=4, handbacks=2)
+    assert training_runs_reap() == 1
+    lost_twice.refresh_from_db()
+    assert lost_twice.status == RunStatus.FAILED and "failed: worker lost 2 times" in lost_twice.log_tail
+
+
+def test_a_stop_outside_a_runs_stop_window_is_not_a_worker_stopping():
+    from rlhf import tasks
+
+    assert tasks._stop_the_run() is False  # no run here: nothing to hand back
+    with runs.stop_window(), pytest.raises(runs.WorkerStopping):
+        tasks._stopping = False
+        tasks._stop_the_run()
+    assert tasks._stop_the_run() is False  # the window closed again
 
 
 @pytest.mark.django_db
