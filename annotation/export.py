@@ -31,9 +31,9 @@ from typing import Any
 from django.db import connection, transaction
 
 from annotation import rules
-from annotation.models import Comparison, Project, Prompt, Response, ResponseSetConsensus
+from annotation.models import Comparison, Project, Prompt, Response
 from config.exceptions import ApplicationError
-from labelers.models import LabelerQuality
+from quality.models import LabelerQuality, ResponseSetConsensus
 
 EXPORT_MODES = ("annotator", "majority", "consensus")
 CHUNK = 5000

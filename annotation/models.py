@@ -397,45 +397,6 @@ class Comparison(models.Model):
         return {"a": self.response_a_id, "b": self.response_b_id}.get(self.outcome)
 
 
-class AgreementReport(models.Model):
-    """A stored agreement report; pages and the API read the newest one and say how fresh it is."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="agreement_reports")
-    computed_at = models.DateTimeField(auto_now_add=True)
-    # The newest ranking the report saw: a newer ranking makes the report stale.
-    last_ranking_id = models.BigIntegerField(default=0)
-    seconds = models.FloatField(default=0.0)
-    data = models.JSONField()
-
-    class Meta:
-        ordering = ["-computed_at", "-id"]
-        indexes = [models.Index(fields=["project", "-computed_at"], name="agreementreport_latest_idx")]
-
-    def __str__(self) -> str:
-        return f"agreement of {self.project} at {self.computed_at:%Y-%m-%d %H:%M}"
-
-
-class ConsensusSource(models.TextChoices):
-    MODEL = "model", "Bradley-Terry over the labelers' comparisons"
-    REVIEW = "review", "Accepted by an admin in review"
-    GOLD = "gold", "The gold reference"
-
-
-class ResponseSetConsensus(models.Model):
-    """The agreed order of one response set and how sure we are of it."""
-
-    response_set = models.OneToOneField(ResponseSet, on_delete=models.CASCADE, related_name="consensus")
-    ranks = models.JSONField()  # {"<response id>": dense rank}
-    scores = models.JSONField(default=dict)  # {"<response id>": Bradley-Terry strength (log scale)}
-    confidence = models.FloatField(help_text="Share of the set's labels that agree with this order.")
-    source = models.CharField(max_length=8, choices=ConsensusSource.choices, default=ConsensusSource.MODEL)
-    accepted_ranking = models.ForeignKey(Ranking, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    updated_at = models.DateTimeField(auto_now=True)
-
-    def __str__(self) -> str:
-        return f"consensus of set {self.response_set_id} ({self.source}, {self.confidence:.2f})"
-
-
 class ImportJobStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -182,8 +183,6 @@ def _median(values: list[int]) -> int | None:
 
 def project_throughput(*, project: Project, days: int = 14) -> dict[str, Any]:
     """Items per labeler per day over the last ``days`` days and the median time per item (ms)."""
-    from datetime import timedelta
-
     since = (timezone.now() - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     rows = Ranking.objects.filter(response_set__project=project, created_at__gte=since).values_list(
         "labeler__username", "created_at", "time_spent_ms"

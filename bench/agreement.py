@@ -2,11 +2,11 @@
 
 What it measures, each in a fresh child process (so the seeding's memory does not count):
 
-1. ``annotation.quality.report.project_quality(project=..., bootstrap=1000)``: the COPY load of every
+1. ``quality.report.project_quality(project=..., bootstrap=1000)``: the COPY load of every
    comparison, the agreement report, the Bradley-Terry consensus of every set and every labeler's
    figures (one-coin Dawid-Skene reliability included). Wall seconds, CPU seconds, peak RSS
    (``ru_maxrss``) next to the RSS the process had after loading Django.
-2. ``annotation.quality.services.agreement_report_refresh(project=..., force=True)``: the same plus
+2. ``quality.services.agreement_report_refresh(project=..., force=True)``: the same plus
    its writes (consensus rows, LabelerQuality rows, review flags, the stored report), with
    ``QUALITY_BOOTSTRAP_RESAMPLES=1000``.
 
@@ -349,8 +349,8 @@ def _child(kind: str, project_id: int) -> None:
     """Run ``project_quality`` or ``agreement_report_refresh`` in this (fresh) process; print one JSON line."""
     django_setup(DB_NAME)
     from annotation.models import Project
-    from annotation.quality.report import project_quality
-    from annotation.quality.services import agreement_report_refresh
+    from quality.report import project_quality
+    from quality.services import agreement_report_refresh
 
     project = Project.objects.get(pk=project_id)
     # The report imports these on first use; a long-running worker pays that once, so it is timed apart.
@@ -414,7 +414,7 @@ def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
 def _consensus_recovery(project_id: int, plan: Plan) -> tuple[float, float, int]:
     """Against the planted utilities: share of pairs the stored consensus orders correctly (a tie
     counts half), and share of sets whose consensus top response is the planted best."""
-    from annotation.models import ResponseSetConsensus
+    from quality.models import ResponseSetConsensus
 
     rows = ResponseSetConsensus.objects.filter(response_set__project_id=project_id, source="model").values_list(
         "response_set_id", "scores"
@@ -542,7 +542,7 @@ def main() -> int:
         print(f"  low-agreement sets (Kendall's W < 0.3)  {summary['low_agreement_count']}")
 
         django_setup(DB_NAME)
-        from labelers.models import LabelerQuality
+        from quality.models import LabelerQuality
 
         stored = dict(
             LabelerQuality.objects.filter(project_id=project_id).values_list("labeler_id", "reliability").iterator()

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "labelers",
     "annotation",
+    "quality",
     "rlhf",
     "audit",
     "frontend",

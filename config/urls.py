@@ -6,6 +6,7 @@ from frontend.views.accounts import PasswordResetView
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("annotation.urls")),  # first: it holds the labeling routes
+    path("", include("quality.urls")),
     path("", include("labelers.urls")),
     path("", include("rlhf.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -36,48 +36,6 @@ class LabelerProfile(models.Model):
         return f"{self.user} ({self.role})"
 
 
-class QualificationState(models.TextChoices):
-    NOT_REQUIRED = "not_required", "Not required"
-    PENDING = "pending", "Ranking qualification items"
-    QUALIFIED = "qualified", "Qualified"
-    FAILED = "failed", "Did not qualify"
-
-
-class LabelerQuality(models.Model):
-    """One labeler's standing on one project: qualification, gold accuracy, reliability, biases."""
-
-    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="labeler_quality")
-    labeler = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quality")
-    qualification = models.CharField(
-        max_length=16, choices=QualificationState.choices, default=QualificationState.NOT_REQUIRED
-    )
-    gold_items = models.PositiveIntegerField(default=0)
-    gold_pairs = models.PositiveIntegerField(default=0)
-    gold_pairs_agreed = models.PositiveIntegerField(default=0)
-    reliability = models.FloatField(null=True, blank=True, help_text="One-coin Dawid-Skene skill (0..1).")
-    comparisons = models.PositiveIntegerField(default=0)
-    agreement_with_consensus = models.FloatField(null=True, blank=True)
-    position_bias = models.FloatField(
-        null=True, blank=True, help_text="Share of decided pairs won by the response shown first (0.5: none)."
-    )
-    fast_items = models.PositiveIntegerField(default=0)
-    intransitive_cycles = models.PositiveIntegerField(default=0)
-    median_time_ms = models.PositiveIntegerField(null=True, blank=True)
-    # An admin's word beats the automatic pause.
-    override = models.BooleanField(default=False)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "labeler"], name="labelerquality_unique")]
-
-    def __str__(self) -> str:
-        return f"{self.labeler} on {self.project}"
-
-    @property
-    def gold_accuracy(self) -> float | None:
-        return self.gold_pairs_agreed / self.gold_pairs if self.gold_pairs else None
-
-
 class ApiToken(models.Model):
     """A token for the API. Only the SHA-256 digest of its secret is stored (the secret is shown
     once, when issued); it ends at ``expires_at``, on revocation (the row is deleted) and when the

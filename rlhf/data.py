@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from annotation.models import Comparison, Project, Prompt, Response
-from labelers.models import LabelerQuality
+from quality.models import LabelerQuality
 from rlhf.models import LoopSettings
 from rlhf.sources import server_path_problem
 from rlhf.training.rows import ComparisonRow, PromptRow

@@ -27,6 +27,6 @@ echo "== ruff"
 echo "== import contracts"
 .venv/bin/lint-imports --no-cache
 echo "== mypy"
-.venv/bin/mypy config annotation labelers rlhf frontend audit
+.venv/bin/mypy config annotation quality labelers rlhf frontend audit
 echo "== pytest"
 .venv/bin/pytest "$@"

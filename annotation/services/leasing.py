@@ -37,12 +37,13 @@ from annotation.models import (
     ResponseSetItem,
     ResponseSetStatus,
 )
-from annotation.quality.services import labeler_quality_get
 from annotation.services.text import text_unstorable
 from config import db
 from config.exceptions import ApplicationError, Conflict, NotFound
-from labelers.models import LabelerStatus, QualificationState, Role
+from labelers.models import LabelerStatus, Role
 from labelers.types import AuthUser
+from quality.models import QualificationState
+from quality.services import labeler_quality_get
 
 LEASE_ATTEMPTS = 20
 

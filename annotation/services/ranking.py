@@ -47,13 +47,13 @@ from annotation.models import (
     ResponseSetStatus,
     TaskMode,
 )
-from annotation.quality.services import agreement_refresh_schedule, gold_result_record
 from annotation.services.leasing import labeler_work_check, response_set_live_leases
 from annotation.services.text import text_unstorable
 from config import db
 from config.exceptions import ApplicationError, Conflict, NotFound
 from labelers.models import LabelerProfile, LabelerStatus
 from labelers.types import AuthUser
+from quality.services import agreement_refresh_schedule, gold_result_record
 
 MAX_COMMENT = 5000
 MAX_KEY = 100

@@ -17,14 +17,16 @@ from django.views.decorators.http import require_POST
 
 from annotation import selectors
 from annotation.models import Project, Ranking, ResponseSet, ReviewState
-from annotation.quality import selectors as quality_selectors
-from annotation.quality import services as quality_services
-from annotation.quality.report import LOW_AGREEMENT_W
 from config.exceptions import ApplicationError, NotFound
 from frontend import charts
 from frontend.templatetags.frontend_tags import num, pct
 from frontend.views.common import current_user, is_admin, is_htmx, role_required
-from labelers.models import QualificationState, Role
+from labelers.models import Role
+from quality import selectors as quality_selectors
+from quality import services as quality_services
+from quality.agreement import LOW_AGREEMENT_W
+from quality.models import QualificationState
+from quality.tasks import agreement_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +207,6 @@ def quality_page(request: HttpRequest, project_id: int) -> HttpResponse:
 def quality_refresh(request: HttpRequest, project_id: int) -> HttpResponse:
     """Queue a forced recomputation on a worker; the page shows the report it has until then."""
     project = selectors.project_get(project_id=project_id)
-    from annotation.tasks import agreement_refresh
-
     error = ""
     try:
         agreement_refresh.delay(project.pk, True)

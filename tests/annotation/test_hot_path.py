@@ -19,7 +19,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from annotation import selectors
-from annotation.api import AssignmentOutput, assignment_body
+from annotation.api.labeling import AssignmentOutput, assignment_body
 from annotation.models import Assignment, AssignmentStatus, Comparison, Project, Prompt, Ranking, ResponseSet
 from annotation.services import (
     assignment_lease_next,

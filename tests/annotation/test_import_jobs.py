@@ -34,7 +34,7 @@ def test_a_large_file_becomes_a_job_that_a_worker_runs(
     small_limit, admin_user, client_for, monkeypatch, django_capture_on_commit_callbacks
 ):
     sent: list[int] = []
-    monkeypatch.setattr("annotation.tasks.import_run.apply_async", lambda args, **kw: sent.append(args[0]))
+    monkeypatch.setattr("annotation.tasks.import_run.apply_async", lambda args, kwargs=None, **kw: sent.append(args[0]))
     project = ProjectFactory(k=2)
     client = client_for(admin_user)
     with django_capture_on_commit_callbacks(execute=True):
@@ -60,7 +60,7 @@ def test_a_large_file_becomes_a_job_that_a_worker_runs(
 
 @pytest.mark.django_db
 def test_a_failed_job_keeps_the_line_errors_and_writes_nothing(small_limit, admin_user, client_for, monkeypatch):
-    monkeypatch.setattr("annotation.tasks.import_run.apply_async", lambda args, **kw: None)
+    monkeypatch.setattr("annotation.tasks.import_run.apply_async", lambda args, kwargs=None, **kw: None)
     project = ProjectFactory(k=2)
     client_for(admin_user).post(
         f"/api/v1/projects/{project.pk}/import/",
@@ -76,7 +76,7 @@ def test_a_failed_job_keeps_the_line_errors_and_writes_nothing(small_limit, admi
 
 @pytest.mark.django_db
 def test_the_import_page_polls_the_job_then_shows_its_result(small_limit, admin_user, monkeypatch):
-    monkeypatch.setattr("annotation.tasks.import_run.apply_async", lambda args, **kw: None)
+    monkeypatch.setattr("annotation.tasks.import_run.apply_async", lambda args, kwargs=None, **kw: None)
     project = ProjectFactory(k=2)
     client = Client()
     client.force_login(admin_user)

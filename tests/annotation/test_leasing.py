@@ -164,7 +164,7 @@ def test_someone_elses_assignment_is_not_found(make_user, project):
 def test_paused_labelers_and_other_roles_get_no_work(make_user, project):
     response_set_create(project=project)
     paused = make_user()
-    user_update(user=paused, status="paused", status_reason="low gold accuracy")
+    user_update(user=paused, status="paused", status_reason="low gold accuracy", actor=None)
     with pytest.raises(ApplicationError) as exc:
         assignment_lease_next(project=project, labeler=paused)
     assert (exc.value.status, exc.value.code, exc.value.message) == (

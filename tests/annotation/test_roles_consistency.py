@@ -43,7 +43,7 @@ def leased(labeler, project):
 
 
 def _pause(user) -> None:
-    user_update(user=user, status=LabelerStatus.PAUSED, status_reason="quality review")
+    user_update(user=user, status=LabelerStatus.PAUSED, status_reason="quality review", actor=None)
 
 
 def _nothing_written(assignment: Assignment) -> None:

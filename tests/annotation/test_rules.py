@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from annotation import rules
-from annotation.quality import metrics
+from quality import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 

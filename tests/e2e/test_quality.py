@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from annotation.models import ConsensusSource, ResponseSetConsensus, ReviewState
-from annotation.quality.services import agreement_report_refresh
+from annotation.models import ReviewState
 from annotation.services import assignment_lease_next, ranking_submit
 from labelers.models import Role
+from quality.models import ConsensusSource, ResponseSetConsensus
+from quality.services import agreement_report_refresh
 from tests.e2e.conftest import log_in
 from tests.factories import ProjectFactory, UserFactory, response_set_create
 

@@ -1,5 +1,5 @@
 """The quality pages through Django's test client, on the worked example of the agreement report
-(tests/annotation/quality/test_report.py): set 1 (x, y, z) ranked by l0, l1, l2; set 2 (u, v, w)
+(tests/quality/test_report.py): set 1 (x, y, z) ranked by l0, l1, l2; set 2 (u, v, w)
 by l0 and l1. Label pairs: l0-l1 4/6 agree, l0-l2 2/3, l1-l2 1/3; overall 7/12."""
 
 from __future__ import annotations
@@ -9,18 +9,12 @@ import re
 import pytest
 from django.test import Client
 
-from annotation.models import (
-    ConsensusSource,
-    Ranking,
-    ResponseSet,
-    ResponseSetConsensus,
-    ResponseSetStatus,
-    ReviewState,
-)
-from annotation.quality.services import AUTO_PAUSE_PREFIX, agreement_report_refresh
+from annotation.models import Ranking, ResponseSet, ResponseSetStatus, ReviewState
 from annotation.services import assignment_lease_next, ranking_submit
-from labelers.models import LabelerQuality, LabelerStatus, QualificationState, Role
+from labelers.models import LabelerStatus, Role
 from labelers.services import user_update
+from quality.models import AUTO_PAUSE_PREFIX, ConsensusSource, LabelerQuality, QualificationState, ResponseSetConsensus
+from quality.services import agreement_report_refresh
 from tests.factories import ProjectFactory, PromptFactory, UserFactory, response_set_create
 
 pytestmark = pytest.mark.django_db
@@ -211,7 +205,7 @@ def test_a_project_without_a_report_says_so(admin_user, project):
 
 
 def test_refresh_now_queues_a_forced_recomputation(worked, ml_engineer, monkeypatch):
-    from annotation.tasks import agreement_refresh
+    from quality.tasks import agreement_refresh
 
     calls = []
     monkeypatch.setattr(agreement_refresh, "delay", lambda *args: calls.append(args))
@@ -227,7 +221,7 @@ def test_refresh_now_queues_a_forced_recomputation(worked, ml_engineer, monkeypa
 
 
 def test_refresh_reports_a_broker_outage(worked, admin_user, monkeypatch):
-    from annotation.tasks import agreement_refresh
+    from quality.tasks import agreement_refresh
 
     def fail(*args):
         raise ConnectionError("broker down")
@@ -384,7 +378,9 @@ def test_review_actions_refuse_rankings_of_other_sets_and_ml_engineers(disputed,
 
 def test_override_lets_an_auto_paused_labeler_back_in(worked, admin_user):
     l2 = worked.labelers[2]
-    user_update(user=l2, status=LabelerStatus.PAUSED, status_reason=f"{AUTO_PAUSE_PREFIX} reliability 0.40 is low.")
+    user_update(
+        user=l2, status=LabelerStatus.PAUSED, status_reason=f"{AUTO_PAUSE_PREFIX} reliability 0.40 is low.", actor=None
+    )
     LabelerQuality.objects.filter(project=worked, labeler=l2).update(qualification=QualificationState.FAILED)
     client = _client(admin_user)
     page = client.get(f"/manage/projects/{worked.pk}/quality/").content.decode()

@@ -7,18 +7,18 @@ import json
 import pytest
 
 from annotation.export import preference_rows, preferences_export_jsonl
-from annotation.models import Assignment, ResponseSetConsensus, ReviewState
-from annotation.quality.services import (
+from annotation.models import Assignment, ReviewState
+from annotation.services import assignment_lease_next, ranking_submit
+from audit.models import AuditAction, AuditEntry
+from config.exceptions import ApplicationError, Conflict
+from quality.models import LabelerQuality, QualificationState, ResponseSetConsensus
+from quality.services import (
     agreement_report_refresh,
     labeler_quality_override,
     response_set_make_gold,
     review_accept,
     review_request_more_labels,
 )
-from annotation.services import assignment_lease_next, ranking_submit
-from audit.models import AuditAction, AuditEntry
-from config.exceptions import ApplicationError, Conflict
-from labelers.models import LabelerQuality, QualificationState
 from tests.factories import ProjectFactory, UserFactory, response_set_create
 
 pytestmark = pytest.mark.django_db

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from annotation.models import AgreementReport
-from annotation.quality.services import agreement_report_refresh
-from annotation.tasks import agreement_refresh
+from quality.models import AgreementReport
+from quality.services import agreement_report_refresh
+from quality.tasks import agreement_refresh
 from tests.factories import ProjectFactory, response_set_create
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import kendalltau
 from sklearn.metrics import cohen_kappa_score
 
-from annotation.quality import metrics
+from quality import metrics
 
 # Wikipedia's Fleiss' kappa worked example: 10 subjects, 14 raters, 5 categories; kappa = 0.210.
 FLEISS_TABLE = [

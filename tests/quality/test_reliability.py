@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from annotation.quality.reliability import one_coin_dawid_skene
-from annotation.quality.report import Labels, compute_consensus
+from quality.arrays import Labels
+from quality.consensus import compute_consensus
+from quality.reliability import one_coin_dawid_skene
 
 
 def _synthetic(n_units=3000, n_labelers=30, overlap=3, seed=0):

@@ -1,4 +1,5 @@
-"""Writes of the quality module: refreshing the stored agreement report."""
+"""Writes of the quality app: the agreement refresh (report, consensus, labeler figures, review
+queue, automatic pauses), gold scoring and qualification, review decisions, overrides."""
 
 from __future__ import annotations
 
@@ -7,32 +8,31 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from annotation import rules
-from annotation.models import (
-    AgreementReport,
-    ConsensusSource,
-    Project,
-    Ranking,
-    ResponseSet,
-    ResponseSetConsensus,
-    ResponseSetStatus,
-    ReviewState,
-)
-from annotation.quality.report import project_quality
+from annotation.models import Project, Ranking, ResponseSet, ResponseSetStatus, ReviewState
 from audit.models import AuditAction
 from audit.services import audit_record
 from config.exceptions import ApplicationError, Conflict
-from labelers.models import LabelerQuality, LabelerStatus, QualificationState
+from labelers.models import LabelerStatus
 from labelers.services import user_update
 from labelers.types import AuthUser
+from quality.models import (
+    AUTO_PAUSE_PREFIX,
+    AgreementReport,
+    ConsensusSource,
+    LabelerQuality,
+    QualificationState,
+    ResponseSetConsensus,
+)
+from quality.report import project_quality
 
 logger = logging.getLogger(__name__)
-KEEP_REPORTS = 50
-AUTO_PAUSE_PREFIX = "Automatic:"  # history kept per project (for the over-time view of old reports)
+KEEP_REPORTS = 50  # history kept per project (for the over-time view of old reports)
 
 
 def agreement_report_refresh(*, project: Project, force: bool = False) -> AgreementReport | None:
@@ -100,8 +100,6 @@ def _store_consensus(*, project: Project, consensus: dict[str, Any]) -> None:
 def _store_labeler_quality(*, project: Project, labelers: dict[int, dict[str, Any]]) -> None:
     """Write every labeler's figures in a few statements (not two per labeler), then pause the
     unreliable ones. Runs inside the refresh's transaction."""
-    from django.contrib.auth import get_user_model
-
     users = get_user_model().objects.select_related("profile").in_bulk(list(labelers))
     initial = QualificationState.PENDING if project.qualification_items else QualificationState.NOT_REQUIRED
     existing = {
@@ -148,7 +146,7 @@ def _auto_pause(*, project: Project, user: Any, quality: LabelerQuality) -> None
         f"{threshold:.2f} (over {quality.comparisons} comparisons)."
     )
     # The loop decided: the audit row (``user_update``) has no actor, the reason and the project.
-    user_update(user=user, status=LabelerStatus.PAUSED, status_reason=reason[:500], project=project)
+    user_update(user=user, status=LabelerStatus.PAUSED, status_reason=reason[:500], actor=None, project=project)
     logger.info("paused labeler %s: %s", user.pk, reason)
 
 

@@ -1,4 +1,5 @@
-"""Reads of the quality module."""
+"""Reads of the quality app: the stored report and its CSV tables, labelers' standing, the review
+queue, a set's review detail and the drill-down behind a number of the report."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import csv
 import io
 from typing import Any
 
-from django.db.models import Max
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from annotation import rules
-from annotation.models import AgreementReport, Project, Ranking
+from annotation.models import Project, Ranking, ResponseSet, ResponseSetItem
+from labelers.models import LabelerProfile, LabelerStatus
+from quality.models import AUTO_PAUSE_PREFIX, AgreementReport, LabelerQuality, ResponseSetConsensus
 
 # Column order per table (JSON storage on PostgreSQL does not keep key order).
 CSV_COLUMNS = {
@@ -83,9 +86,6 @@ DRILLDOWN_LIMIT = 500
 
 def labeler_standing(*, project: Project, labeler_ids: list[int]) -> dict[int, dict[str, Any]]:
     """Each labeler's override flag and account status now (the stored report may be older)."""
-    from annotation.quality.services import AUTO_PAUSE_PREFIX
-    from labelers.models import LabelerProfile, LabelerQuality, LabelerStatus
-
     overrides = dict(
         LabelerQuality.objects.filter(project=project, labeler_id__in=labeler_ids).values_list("labeler_id", "override")
     )
@@ -125,10 +125,6 @@ def _prompt_text(prompt: Any) -> str:
 
 def review_queue(*, project: Project, state: str = "needs_review") -> list[dict[str, Any]]:
     """Response sets in one review state, lowest Kendall's W first, with their consensus confidence."""
-    from django.db.models import Count
-
-    from annotation.models import ResponseSet
-
     low_w = _latest_low_w(project)
     sets = (
         ResponseSet.objects.filter(project=project, review_state=state)
@@ -157,10 +153,6 @@ def review_queue(*, project: Project, state: str = "needs_review") -> list[dict[
 
 def review_counts(*, project: Project) -> dict[str, int]:
     """How many sets are in each review state (the empty state left out)."""
-    from django.db.models import Count
-
-    from annotation.models import ResponseSet
-
     counts = dict(
         ResponseSet.objects.filter(project=project)
         .exclude(review_state="")
@@ -174,8 +166,6 @@ def review_counts(*, project: Project) -> dict[str, int]:
 def response_set_review_detail(*, response_set: Any) -> dict[str, Any]:
     """Every labeler's ranking of one set side by side (responses in their canonical order), with
     Likert scores, flags, comments and time, the consensus and the set's own agreement figures."""
-    from annotation.models import ResponseSetConsensus
-
     project = response_set.project
     items = list(response_set.items.select_related("response").order_by("position"))
     response_ids = [item.response_id for item in items]
@@ -278,8 +268,6 @@ def agreement_drilldown(
     number counts on it: the pair's own decisions, the labeler's against the others, the label
     pairs made under one guideline version, or all of a set's label pairs (tag, low agreement).
     Lowest agreement first."""
-    from annotation.models import ResponseSet
-
     sets = ResponseSet.objects.filter(project=project)
     if labeler_id is not None:
         sets = sets.filter(rankings__labeler_id=labeler_id)
@@ -354,8 +342,6 @@ def _version(ranking: Ranking) -> int:
 
 
 def _set_response_ids(set_ids: list[int]) -> dict[int, list[int]]:
-    from annotation.models import ResponseSetItem
-
     out: dict[int, list[int]] = {}
     for set_id, response_id in (
         ResponseSetItem.objects.filter(response_set_id__in=set_ids)

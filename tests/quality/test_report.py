@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annotation.models import AgreementReport
-from annotation.quality.report import load_labels, project_report
-from annotation.quality.services import agreement_report_refresh
 from annotation.services import assignment_lease_next, ranking_submit
+from quality.loading import load_labels
+from quality.models import AgreementReport
+from quality.report import project_report
+from quality.services import agreement_report_refresh
 from tests.conftest import postgres_only
 from tests.factories import ProjectFactory, PromptFactory, UserFactory, response_set_create
 
@@ -109,8 +110,8 @@ def test_refresh_stores_once_and_the_api_says_how_fresh(worked, client_for, ml_e
 
 
 def test_the_beat_sweep_refreshes_projects_with_new_rankings_without_delayed_messages(settings, labeler, monkeypatch):
-    from annotation.quality.services import agreement_refresh_due
-    from annotation.tasks import agreement_refresh_sweep
+    from quality.services import agreement_refresh_due
+    from quality.tasks import agreement_refresh_sweep
 
     settings.QUALITY_REFRESH_ON_SUBMIT = True
     settings.CELERY_TASK_ALWAYS_EAGER = True
@@ -149,7 +150,7 @@ def test_a_refresh_already_running_elsewhere_is_not_run_twice(settings):
     import psycopg
     from django.db import connection
 
-    from annotation.tasks import AGREEMENT_LOCK, agreement_refresh
+    from quality.tasks import AGREEMENT_LOCK, agreement_refresh
 
     project = ProjectFactory(k=2, overlap=1)
     db = connection.settings_dict

@@ -1,0 +1,1 @@
+"""REST API of the annotation app, by area: validate input -> one service or selector -> serialize output."""
