@@ -290,7 +290,7 @@ def run_loop(args: argparse.Namespace, work: Path, migrate_s: float, started_all
 
     project = project_create(created_by=None, name="bench loop", k=K, overlap=OVERLAP)
     model_version_register(
-        project=project, kind="policy", name="sft", path=sft["model_path"], is_reference=True, promote=True
+        project=project, kind="policy", name="sft", path=sft["model_path"], is_reference=True, promote=True, actor=None
     )
     content = "\n".join(
         json.dumps(

@@ -9,6 +9,7 @@ from django import forms
 from annotation import rules
 from annotation.models import TaskMode
 from labelers.models import Role
+from rlhf.services.loop_settings import loop_setting_bounds
 
 
 class ProjectForm(forms.Form):
@@ -150,28 +151,27 @@ class LoopSettingsForm(forms.Form):
     )
     retrain_min_comparisons = forms.IntegerField(
         label="Retrain after (new comparisons)",
-        min_value=1,
-        max_value=10_000_000,
+        **loop_setting_bounds("retrain_min_comparisons"),
         help_text="The schedule starts a reward run once this many comparisons arrived since the last one.",
     )
     reward_min_accuracy = forms.FloatField(
         label="Reward model: minimum held-out accuracy",
-        min_value=0.0,
-        max_value=1.0,
+        **loop_setting_bounds("reward_min_accuracy"),
         help_text="A share between 0 and 1 (0.55 is 55%).",
     )
     ppo_max_kl = forms.FloatField(
         label="PPO: largest KL to the reference",
-        min_value=0.0,
+        **loop_setting_bounds("ppo_max_kl"),
         help_text="Mean KL (nats per response) a policy may have and still be promoted.",
     )
     generate_prompts = forms.IntegerField(
-        label="Prompts per generated batch", min_value=1, max_value=100_000, help_text="Each gets K responses."
+        label="Prompts per generated batch",
+        help_text="Each gets K responses.",
+        **loop_setting_bounds("generate_prompts"),
     )
     max_response_tokens = forms.IntegerField(
         label="Longest response (tokens)",
-        min_value=1,
-        max_value=4096,
+        **loop_setting_bounds("max_response_tokens"),
         help_text="The same limit for the batches labelers rank and for PPO's rollouts, so the reward model "
         "scores answers of the length it was trained on.",
     )

@@ -6,9 +6,13 @@ from labelers.models import ApiToken, LabelerProfile
 
 @admin.register(LabelerProfile)
 class LabelerProfileAdmin(admin.ModelAdmin):
+    """Role and status change only through ``user_update`` (the last-admin rule, the audit row):
+    read-only here."""
+
     list_display = ("user", "role", "status", "created_at")
     list_filter = ("role", "status")
     search_fields = ("user__username", "user__email")
+    readonly_fields = ("role", "status", "status_reason")
 
 
 @admin.register(ApiToken)

@@ -64,12 +64,13 @@ def user_update(
     role: str | None = None,
     status: str | None = None,
     status_reason: str | None = None,
-    actor: AuthUser | None = None,
+    actor: AuthUser | None,
     project: Any | None = None,
 ) -> AuthUser:
     """Change a user's role or working status (pause / reactivate). The last active admin cannot be
     demoted or paused (409 ``last_admin``). Each change is one audit row: by ``actor``, or by the
-    loop (quality rules) when None; ``project`` is the project whose rule decided it, if any."""
+    loop (quality rules) when None, which the loop says explicitly; ``project`` is the project whose
+    rule decided it, if any."""
     if role is not None and role not in Role.values:
         raise ApplicationError(f"'{role}' is not one of {', '.join(Role.values)}.", code="invalid_role", field="role")
     if status is not None and status not in LabelerStatus.values:

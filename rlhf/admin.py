@@ -5,7 +5,11 @@ from rlhf.models import ModelVersion
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
+    """Which version is current (state, the KL reference) changes only through the registry's
+    services, which lock the kind and write the audit row: read-only here."""
+
     list_display = ("name", "kind", "state", "project", "parent", "trust_remote_code", "created_at")
     list_filter = ("kind", "state", "project")
     search_fields = ("name", "path")
     raw_id_fields = ("parent",)
+    readonly_fields = ("state", "is_reference", "promoted_at")

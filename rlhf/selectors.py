@@ -10,6 +10,8 @@ from django.utils import timezone
 from annotation.models import Project
 from config.exceptions import NotFound
 from rlhf.models import ModelVersion, RunStatus, TrainingRun
+from rlhf.records import PPOGate, RunSummary, Sample
+from rlhf.training.stats import win_rate
 
 
 def training_run_list(*, project: Project | None = None, kind: str | None = None) -> QuerySet[TrainingRun]:
@@ -85,14 +87,18 @@ def _sample_prompt_key(prompt: Any) -> str:
     return prompt if isinstance(prompt, str) else repr(prompt)
 
 
-def _evaluation_samples(run: TrainingRun | None) -> list[dict[str, Any]]:
+def _evaluation_samples(run: TrainingRun | None) -> list[Sample]:
     """The held-out sample table of a PPO run: candidate and baseline answers to the same prompts,
     scored by the run's reward model; older runs keep it under ``summary['samples']``."""
     if run is None:
         return []
-    summary = run.summary or {}
-    samples = (summary.get("evaluation") or {}).get("samples") or summary.get("samples") or []
-    return [s for s in samples if isinstance(s, dict) and "prompt" in s]
+    summary = RunSummary.from_json(run.kind, run.summary)
+    return [s for s in summary.eval_samples or summary.samples if s.prompt is not None]
+
+
+def _ppo_gate(run: TrainingRun) -> PPOGate | None:
+    gate = RunSummary.from_json(run.kind, run.summary).gate
+    return gate if isinstance(gate, PPOGate) else None
 
 
 def _policy_answers(version: ModelVersion) -> tuple[dict[str, dict[str, Any]], TrainingRun | None]:
@@ -101,23 +107,18 @@ def _policy_answers(version: ModelVersion) -> tuple[dict[str, dict[str, Any]], T
     own = _evaluation_samples(version.run) if version.run_id else []
     if own:
         answers = {
-            _sample_prompt_key(s["prompt"]): {
-                "prompt": s["prompt"],
-                "response": s.get("response"),
-                "reward": s.get("reward"),
-            }
-            for s in own
+            _sample_prompt_key(s.prompt): {"prompt": s.prompt, "response": s.response, "reward": s.reward} for s in own
         }
         return answers, version.run
     as_baseline = TrainingRun.objects.filter(policy=version, kind="ppo").exclude(summary={}).order_by("-id")
     for run in as_baseline:
-        rows = [s for s in _evaluation_samples(run) if "baseline_response" in s]
+        rows = [s for s in _evaluation_samples(run) if s.has_baseline]
         if rows:
             answers = {
-                _sample_prompt_key(s["prompt"]): {
-                    "prompt": s["prompt"],
-                    "response": s.get("baseline_response"),
-                    "reward": s.get("baseline_reward"),
+                _sample_prompt_key(s.prompt): {
+                    "prompt": s.prompt,
+                    "response": s.baseline_response,
+                    "reward": s.baseline_reward,
                 }
                 for s in rows
             }
@@ -133,24 +134,17 @@ def policy_versions_sample_compare(*, a: ModelVersion, b: ModelVersion) -> dict[
     for candidate, baseline, flipped in ((a, b, False), (b, a, True)):
         run = candidate.run
         if run is not None and run.policy_id == baseline.pk:
-            rows = [s for s in _evaluation_samples(run) if "baseline_response" in s]
+            rows = [s for s in _evaluation_samples(run) if s.has_baseline]
             if rows:
-                pairs = [
-                    (
-                        s["prompt"],
-                        s.get("response"),
-                        s.get("reward"),
-                        s.get("baseline_response"),
-                        s.get("baseline_reward"),
-                    )
-                    for s in rows
+                pairs: list[tuple[Any, Any, Any, Any, Any]] = [
+                    (s.prompt, s.response, s.reward, s.baseline_response, s.baseline_reward) for s in rows
                 ]
                 if flipped:
                     pairs = [(p, rb, sb, ra, sa) for p, ra, sa, rb, sb in pairs]
                 reward_models = [run.reward_model_id] if run.reward_model_id is not None else []
                 out = _sample_compare(pairs, source="one_run", runs=[run], reward_model_ids=reward_models)
-                evaluation = (run.summary or {}).get("evaluation") or {}
-                held_out = (evaluation.get("candidate_reward"), evaluation.get("baseline_reward"))
+                gate = _ppo_gate(run)
+                held_out = (gate.candidate_reward, gate.baseline_reward) if gate is not None else (None, None)
                 out["a_held_out_reward"], out["b_held_out_reward"] = held_out[::-1] if flipped else held_out
                 return out
     answers_a, run_a = _policy_answers(a)
@@ -176,12 +170,10 @@ def policy_versions_sample_compare(*, a: ModelVersion, b: ModelVersion) -> dict[
 
 def _held_out_reward(version: ModelVersion, run: TrainingRun | None) -> float | None:
     """The mean held-out reward a run's evaluation gave ``version``, as its output or its baseline."""
-    if run is None:
+    gate = _ppo_gate(run) if run is not None else None
+    if gate is None or run is None:
         return None
-    evaluation = (run.summary or {}).get("evaluation") or {}
-    key = "candidate_reward" if run.pk == version.run_id else "baseline_reward"
-    value = evaluation.get(key)
-    return float(value) if isinstance(value, int | float) else None
+    return gate.candidate_reward if run.pk == version.run_id else gate.baseline_reward
 
 
 def _sample_compare(
@@ -210,5 +202,5 @@ def _sample_compare(
     if comparable:
         out["a_mean_reward"] = sum(x for x, _ in scored) / len(scored)
         out["b_mean_reward"] = sum(y for _, y in scored) / len(scored)
-        out["win_rate"] = sum(1.0 if x > y else 0.5 if x == y else 0.0 for x, y in scored) / len(scored)
+        out["win_rate"] = win_rate(scored)
     return out

@@ -62,3 +62,67 @@ def test_a_refused_loop_setting_names_its_setting_as_data():
         "generate_prompts: must be at least 1, got 0.",
         [{"field": "generate_prompts", "message": "generate_prompts: must be at least 1, got 0."}],
     )
+
+
+def test_a_refused_run_config_names_its_key_as_data(client_for, ml_engineer, tiny_models):
+    from rlhf.services.registry import model_version_register
+
+    project = ProjectFactory()
+    model_version_register(
+        project=project, kind="policy", name="sft", path=tiny_models["policy"], is_reference=True, actor=None
+    )
+    answer = client_for(ml_engineer).post(
+        f"/api/v1/projects/{project.pk}/runs/",
+        {"kind": "reward", "config": {"model": {"trust_remote_code": True}}},
+        format="json",
+    )
+    why = (
+        "whether a model may run its own code is set on its registered model version by an admin, never in a "
+        "run config."
+    )
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {
+            "detail": f"config.model.trust_remote_code: {why}",
+            "code": "invalid_config",
+            "errors": [{"field": "config.model.trust_remote_code", "message": why}],
+        },
+    )
+
+
+def test_a_refused_model_registration_names_its_field_as_data(client_for, ml_engineer, tiny_models):
+    from rlhf.services.registry import model_version_register
+
+    project = ProjectFactory()
+    model_version_register(project=project, kind="policy", name="sft", path=tiny_models["policy"], actor=None)
+    answer = client_for(ml_engineer).post(
+        "/api/v1/model-versions/",
+        {"project_id": project.pk, "kind": "policy", "name": "sft", "path": tiny_models["policy"]},
+        format="json",
+    )
+    assert (answer.status_code, answer.json()) == (
+        409,
+        {
+            "detail": "name: a policy model named 'sft' already exists in this project.",
+            "code": "name_taken",
+            "errors": [{"field": "name", "message": "a policy model named 'sft' already exists in this project."}],
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "bound"),
+    [("retrain_min_comparisons", 10_000_000), ("generate_prompts", 100_000), ("max_response_tokens", 4096)],
+)
+def test_the_service_refuses_a_loop_setting_over_its_bound_and_the_form_has_the_same_bound(setting, bound):
+    from frontend.forms import LoopSettingsForm
+    from rlhf.services.loop_settings import loop_settings_get, loop_settings_update
+
+    project = ProjectFactory()
+    with pytest.raises(ApplicationError) as exc:
+        loop_settings_update(project=project, **{setting: bound + 1})
+    message = f"{setting}: must be at most {bound}, got {bound + 1}."
+    assert (exc.value.message, exc.value.errors) == (message, [{"field": setting, "message": message}])
+    assert getattr(loop_settings_update(project=project, **{setting: bound}), setting) == bound
+    assert getattr(loop_settings_get(project=project), setting) == bound
+    assert LoopSettingsForm.base_fields[setting].max_value == bound

@@ -161,7 +161,13 @@ def test_a_nul_in_a_run_config_is_a_400_naming_the_field(client_for, ml_engineer
 
     project = ProjectFactory()
     model_version_register(
-        project=project, kind="policy", name="sft", path=tiny_models["policy"], is_reference=True, promote=True
+        project=project,
+        kind="policy",
+        name="sft",
+        path=tiny_models["policy"],
+        is_reference=True,
+        promote=True,
+        actor=None,
     )
     response = client_for(ml_engineer).post(
         f"/api/v1/projects/{project.pk}/runs/",

@@ -162,9 +162,9 @@ def _config_overrides(raw: str) -> dict[str, Any] | None:
     try:
         value = jsonsafe.loads(raw)
     except ValueError as exc:
-        raise ApplicationError(f"config: not valid JSON ({exc}).", code="invalid_config") from None
+        raise ApplicationError(f"not valid JSON ({exc}).", code="invalid_config", field="config") from None
     if not isinstance(value, dict):
-        raise ApplicationError("config: must be a JSON object.", code="invalid_config")
+        raise ApplicationError("must be a JSON object.", code="invalid_config", field="config")
     return value
 
 
@@ -177,13 +177,19 @@ def training_start(request: HttpRequest, project_id: int) -> HttpResponse:
     kind = request.POST.get("kind", "")
     config_text = request.POST.get("config", "")
     run: TrainingRun | None = None
-    error, status = "", 200
+    error, config_error, status = "", "", 200
     try:
         run = runs.training_run_start(
             project=project, kind=kind, config=_config_overrides(config_text), created_by=current_user(request)
         )
     except ApplicationError as exc:
-        error, status = exc.message, exc.status
+        status = exc.status
+        # An error about the config (or one of its keys) goes under the config box, whole: the key
+        # it names is part of the message; the rest next to the buttons.
+        if any(field == "config" or field.startswith("config.") for field in exc.field_messages()):
+            config_error = exc.message
+        else:
+            error = exc.message
     notice = f"{RunKind(run.kind).label} queued as run {run.pk}." if run is not None else ""
     if is_htmx(request):
         context = {
@@ -191,8 +197,9 @@ def training_start(request: HttpRequest, project_id: int) -> HttpResponse:
             "start_buttons": START_BUTTONS,
             "notice": notice,
             "error": error,
+            "config_error": config_error,
             "started": run,
-            "config_text": config_text if error else "",
+            "config_text": config_text if error or config_error else "",
         }
         response = render(request, "frontend/training/_start.html", context)
         if run is not None:
@@ -201,7 +208,12 @@ def training_start(request: HttpRequest, project_id: int) -> HttpResponse:
     if run is not None:
         messages.success(request, notice)
         return redirect("frontend:run_detail", run_id=run.pk)
-    context = {**_training_context(request, project), "error": error, "config_text": config_text}
+    context = {
+        **_training_context(request, project),
+        "error": error,
+        "config_error": config_error,
+        "config_text": config_text,
+    }
     return render(request, "frontend/training/page.html", context, status=status)
 
 

@@ -18,7 +18,7 @@ from rlhf.models import ModelKind, ModelVersion, TrainingRun
 from rlhf.records import RECORD_VERSION, PPOGate, RewardGate, last_value
 from rlhf.services.loop_settings import PTX_WITHOUT_SFT, loop_settings_get
 from rlhf.services.registry import promoted_version
-from rlhf.services.runs import _artifact_dir, _log, _Progress, _publish
+from rlhf.services.runs import Progress, attempt_publish, run_artifact_dir, run_log
 from rlhf.training.config import GenerationConfig, PPOConfig, RewardModelConfig
 from rlhf.training.launch import Launcher, launch_ppo, launch_reward_model
 
@@ -38,7 +38,7 @@ def training_launcher() -> Launcher:
     )
 
 
-def execute_generate(run: TrainingRun, progress: _Progress) -> None:
+def execute_generate(run: TrainingRun, progress: Progress) -> None:
     """K responses from the run's policy for the next prompts, grouped into response sets."""
     from rlhf.training import generate_responses  # torch and transformers: on first use
 
@@ -89,7 +89,7 @@ def generation_batch(*, project: Project, policy: ModelVersion, limit: int) -> l
     )
 
 
-def execute_reward(run: TrainingRun, progress: _Progress) -> None:
+def execute_reward(run: TrainingRun, progress: Progress) -> None:
     """A reward model trained on every comparison so far, its gate decided on the held-out pairs."""
     from rlhf.training import evaluate_reward_model  # torch and transformers: on first use
 
@@ -100,13 +100,13 @@ def execute_reward(run: TrainingRun, progress: _Progress) -> None:
     )
     run.data_snapshot = snapshot
     TrainingRun.objects.filter(pk=run.pk).update(data_snapshot=snapshot)
-    _log(run, f"{snapshot['train_rows']} training and {snapshot['val_rows']} held-out comparisons")
-    root = _artifact_dir(run)
+    run_log(run, f"{snapshot['train_rows']} training and {snapshot['val_rows']} held-out comparisons")
+    root = run_artifact_dir(run)
     work, final = root / "work", root / "model"
     if work.exists():
         shutil.rmtree(work)  # a reward run restarts clean
     result = launch_reward_model(config, rows, output_dir=work, on_progress=progress, launcher=training_launcher())
-    _publish(run, Path(result.model_path), final)
+    attempt_publish(run, Path(result.model_path), final)
     metrics = {k: v for k, v in result.metrics.items() if not isinstance(v, list)}
     held_out = [r for r in rows if r.split == "val" and not r.is_tie]
     previous = promoted_version(run.project, ModelKind.REWARD)
@@ -134,7 +134,7 @@ def execute_reward(run: TrainingRun, progress: _Progress) -> None:
     )
 
 
-def execute_ppo(run: TrainingRun, progress: _Progress) -> None:
+def execute_ppo(run: TrainingRun, progress: Progress) -> None:
     """PPO of the run's policy against its reward model, its gate decided on held-out prompts."""
     from rlhf.training import policy_evaluate  # torch and transformers: on first use
 
@@ -149,7 +149,7 @@ def execute_ppo(run: TrainingRun, progress: _Progress) -> None:
     if config.ptx_coef > 0:
         sft_rows, sft_snapshot = sft_rows_for(project=run.project)
         if not sft_rows:
-            raise ValueError(PTX_WITHOUT_SFT.format(field="ptx_coef"))
+            raise ValueError(f"ptx_coef: {PTX_WITHOUT_SFT}")
     run.data_snapshot = {
         "prompt_ids": [p.pk for p in prompts],
         "eval_prompt_ids": [p.pk for p in held_out],
@@ -157,7 +157,7 @@ def execute_ppo(run: TrainingRun, progress: _Progress) -> None:
     }
     TrainingRun.objects.filter(pk=run.pk).update(data_snapshot=run.data_snapshot)
     assert run.policy is not None and run.reference is not None and run.reward_model is not None
-    root = _artifact_dir(run)
+    root = run_artifact_dir(run)
     work, final = root / "work", root / "model"
     # Same work directory on a retry: run_ppo resumes from its checkpoint there.
     result = launch_ppo(
@@ -189,7 +189,7 @@ def execute_ppo(run: TrainingRun, progress: _Progress) -> None:
         prompts=evaluation["prompts"],
     )
     evaluation.update(gate.to_json())  # the gate's record, with the evaluation's win rate and samples
-    _publish(run, Path(result.model_path), final)
+    attempt_publish(run, Path(result.model_path), final)
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
     run.summary = {
         "version": RECORD_VERSION,

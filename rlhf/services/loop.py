@@ -23,15 +23,15 @@ from rlhf.services.loop_settings import loop_settings_get
 from rlhf.services.registry import model_version_promote
 from rlhf.services.runs import (
     LOG_TAIL_CHARS,
+    Heartbeat,
+    Progress,
     RunCancelled,
     WorkerStopping,
-    _artifact_dir,
-    _finish,
-    _hand_back,
-    _Heartbeat,
-    _log,
-    _Progress,
+    attempt_finish,
+    attempt_hand_back,
     lost_workers,
+    run_artifact_dir,
+    run_log,
     stop_window,
     training_run_start,
 )
@@ -69,67 +69,84 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
         run.heartbeat_at = timezone.now()
         run.error = ""
         run.save(update_fields=["status", "attempts", "started_at", "heartbeat_at", "error"])
-    _log(run, f"attempt {run.attempts} started")
-    heartbeat = _Heartbeat(run)
+    run_log(run, f"attempt {run.attempts} started")
+    heartbeat = Heartbeat(run)
     heartbeat.start()
     try:
         with stop_window():
-            EXECUTORS[RunKind(run.kind)](run, _Progress(run))
+            EXECUTORS[RunKind(run.kind)](run, Progress(run))
     except RunCancelled:
         heartbeat.stop()
-        _finish(run, RunStatus.CANCELLED, "cancelled")
+        attempt_finish(run, RunStatus.CANCELLED, "cancelled")
         return run
     except WorkerStopping:
         heartbeat.stop()
-        _hand_back(run)
+        attempt_hand_back(run)
         return run
     except Exception as exc:
         heartbeat.stop()
         logger.exception("run %s failed", run.pk)
         run.error = "".join(traceback.format_exception(exc))[-LOG_TAIL_CHARS:]
-        if _finish(run, RunStatus.FAILED, f"failed: {exc}"):
-            shutil.rmtree(_artifact_dir(run) / "work", ignore_errors=True)  # no half-written model stays
+        if attempt_finish(run, RunStatus.FAILED, f"failed: {exc}"):
+            shutil.rmtree(run_artifact_dir(run) / "work", ignore_errors=True)  # no half-written model stays
         return run
     finally:
         heartbeat.stop()
-    if not _finish(run, RunStatus.SUCCEEDED, "succeeded"):
-        return run
-    if run.kind != RunKind.GENERATE and run.output_version_id:
-        _act_on_gate(run, chain=loop_settings_get(project=run.project).auto_chain)
+    _succeed(run)
     return run
 
 
-def _act_on_gate(run: TrainingRun, *, chain: bool) -> None:
-    """After a reward or PPO run: its gate's verdict goes on the audit trail; with ``chain`` (the loop
-    setting auto_chain) what passed is promoted, in the same transaction, and the next stage starts."""
+def _succeed(run: TrainingRun) -> None:
+    """The attempt ended well: the run is marked succeeded and, after a reward or PPO run, its gate's
+    verdict goes on the audit trail and what passed is promoted (with the loop setting auto_chain), all
+    in one transaction, so that no crash leaves a succeeded run without its decision. Then the chain
+    starts the next stage."""
+    gated = run.kind != RunKind.GENERATE and run.output_version_id is not None
+    chain = gated and loop_settings_get(project=run.project).auto_chain
+    with transaction.atomic():
+        if not attempt_finish(run, RunStatus.SUCCEEDED, "succeeded"):
+            return
+        passed = _act_on_gate(run, promote=chain) if gated else False
+    if chain:
+        _chain_next(run, passed=passed)
+
+
+def _act_on_gate(run: TrainingRun, *, promote: bool) -> bool:
+    """A reward or PPO run's gate verdict, written on the audit trail; with ``promote`` what passed is
+    promoted with the gate's reason. Inside the caller's transaction; whether it passed."""
     version = run.output_version
     assert version is not None
     gate = RunSummary.from_json(run.kind, run.summary).gate
     passed = gate is not None and bool(gate.passed)
     reason = gate.reason if gate is not None else "Did not pass: the run stored no gate verdict."
-    with transaction.atomic():
-        audit_record(
-            actor=None,
-            action=AuditAction.GATE_VERDICT,
-            target=version,
-            project=run.project,
-            reason=reason,
-            after={"gate": run.kind, "passed": passed, "run": run.pk},
-        )
-        if chain and passed:
-            model_version_promote(version=version, actor=None, reason=reason)
-    if not chain:
-        return
+    audit_record(
+        actor=None,
+        action=AuditAction.GATE_VERDICT,
+        target=version,
+        project=run.project,
+        reason=reason,
+        after={"gate": run.kind, "passed": passed, "run": run.pk},
+    )
+    if promote and passed:
+        model_version_promote(version=version, actor=None, reason=reason)
+    return passed
+
+
+def _chain_next(run: TrainingRun, *, passed: bool) -> None:
+    """With auto_chain: after a promoted reward model a PPO run starts, after a promoted policy a
+    generation run; a verdict that did not pass stops the chain."""
+    version = run.output_version
+    assert version is not None
     if not passed:
-        _log(run, "evaluation did not pass: nothing promoted, the chain stops here")
+        run_log(run, "evaluation did not pass: nothing promoted, the chain stops here")
         return
-    _log(run, f"promoted {version.name}")
+    run_log(run, f"promoted {version.name}")
     next_kind = RunKind.PPO if run.kind == RunKind.REWARD else RunKind.GENERATE
     try:
         nxt = training_run_start(project=run.project, kind=next_kind, trigger=RunTrigger.CHAIN)
-        _log(run, f"started {next_kind} run {nxt.pk}")
+        run_log(run, f"started {next_kind} run {nxt.pk}")
     except ApplicationError as exc:
-        _log(run, f"could not start the {next_kind} run: {exc.message}")
+        run_log(run, f"could not start the {next_kind} run: {exc.message}")
 
 
 def loop_check(*, project: Project) -> TrainingRun | None:

@@ -14,8 +14,8 @@ from rlhf.models import MAX_RESPONSE_TOKENS, MIN_RESPONSE_TOKENS, LoopSettings
 from rlhf.training.config import GenerationConfig, PPOConfig, RewardModelConfig
 
 PTX_WITHOUT_SFT = (
-    "{field}: PPO-ptx (ptx_coef > 0) mixes the SFT loss into each update, and this project has no SFT rows; "
-    'set the loop setting sft_data_path to a JSONL file of {{"prompt", "response"}} rows on the server, '
+    "PPO-ptx (ptx_coef > 0) mixes the SFT loss into each update, and this project has no SFT rows; "
+    'set the loop setting sft_data_path to a JSONL file of {"prompt", "response"} rows on the server, '
     "or set ptx_coef to 0."
 )
 
@@ -35,12 +35,14 @@ SERVER_MODEL_FIELDS = {
 
 
 def run_config_validated(kind: str, base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A run's config: ``overrides`` over ``base``, checked by the stage's config class. A refusal
+    names its key (``config.<key>``) as the error's field."""
     if found := unstorable_at(overrides, "config"):
-        raise ApplicationError(f"{found[0]}: {found[1]}.", code="invalid_config")
+        raise ApplicationError(f"{found[1]}.", code="invalid_config", field=found[0])
     model = overrides.get("model")
     for name, why in SERVER_MODEL_FIELDS.items():
         if isinstance(model, dict) and name in model:
-            raise ApplicationError(f"config.model.{name}: {why}.", code="invalid_config")
+            raise ApplicationError(f"{why}.", code="invalid_config", field=f"config.model.{name}")
     classes: dict[str, Any] = {"generate": GenerationConfig, "reward": RewardModelConfig, "ppo": PPOConfig}
     config_class = classes[kind]
     merged = deep_merge(base, overrides)
@@ -48,7 +50,11 @@ def run_config_validated(kind: str, base: dict[str, Any], overrides: dict[str, A
         config = config_class.from_dict(merged)
         config.validate()
     except (ValueError, TypeError) as exc:
-        raise ApplicationError(f"config.{exc}", code="invalid_config") from exc
+        # The config classes say "<field>: <what is wrong>" (plain Python, no error type of ours).
+        key, sep, what = str(exc).partition(": ")
+        if not sep or " " in key:
+            raise ApplicationError(f"config.{exc}", code="invalid_config") from exc
+        raise ApplicationError(what, code="invalid_config", field=f"config.{key}") from exc
     return config.to_dict()
 
 
@@ -62,19 +68,29 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return out
 
 
+# Each setting's type and bounds (None: no bound), the one statement of them: the service checks
+# them and the settings form takes its limits from here (loop_setting_bounds).
 LOOP_SETTING_FIELDS: dict[str, tuple[type, Any, Any]] = {
     "auto_chain": (bool, None, None),
-    "retrain_min_comparisons": (int, 1, None),
+    "retrain_min_comparisons": (int, 1, 10_000_000),
     "reward_min_accuracy": (float, 0.0, 1.0),
     "ppo_max_kl": (float, 0.0, None),
     "ppo_require_improvement": (bool, None, None),
-    "generate_prompts": (int, 1, None),
+    "generate_prompts": (int, 1, 100_000),
     "max_response_tokens": (int, MIN_RESPONSE_TOKENS, MAX_RESPONSE_TOKENS),
     "sft_data_path": (str, None, None),
     "reward_config": (dict, None, None),
     "ppo_config": (dict, None, None),
     "generation_config": (dict, None, None),
 }
+
+
+def loop_setting_bounds(name: str) -> dict[str, Any]:
+    """A numeric setting's bounds as form-field arguments (``min_value``, ``max_value``)."""
+    _, low, high = LOOP_SETTING_FIELDS[name]
+    return {key: value for key, value in (("min_value", low), ("max_value", high)) if value is not None}
+
+
 # The response length is one loop setting, not a key of two config overrides that could disagree.
 LENGTH_KEYS = {"generation_config": "max_new_tokens", "ppo_config": "response_length"}
 
@@ -124,6 +140,6 @@ def loop_settings_update(*, project: Project, **fields: Any) -> LoopSettings:
                 raise _refused(name, f"{name}.{exc.message.removeprefix('config.')}", "invalid_config") from exc
     ptx = (loop.ppo_config or {}).get("ptx_coef", 0)
     if ("ppo_config" in fields or "sft_data_path" in fields) and ptx > 0 and not loop.sft_data_path:
-        raise _refused("ppo_config", PTX_WITHOUT_SFT.format(field="ppo_config.ptx_coef"), "invalid_config")
+        raise _refused("ppo_config", f"ppo_config.ptx_coef: {PTX_WITHOUT_SFT}", "invalid_config")
     loop.save()
     return loop

@@ -29,27 +29,29 @@ def model_version_register(
     is_reference: bool = False,
     promote: bool = False,
     trust_remote_code: bool = False,
-    actor: AuthUser | None = None,
+    actor: AuthUser | None,
 ) -> ModelVersion:
     """Register a model that exists outside the platform (an SFT checkpoint, a hub id). The path
     must be a directory under settings.MODEL_ROOTS or a hub id on settings.MODEL_HUB_ALLOWLIST; a
     model that cannot serve its role (read from its config and tokenizer) is refused here.
     trust_remote_code lets loading run the model's own code: the callers that set it are the
     server's (the management command, the Django admin), never a run config. ``actor``: who
-    registered it (recorded when ``promote`` makes it current)."""
+    registered it, None for the loop or a set-up script (recorded when ``promote`` makes it current)."""
     if kind not in ModelKind.values:
-        raise ApplicationError(f"kind: must be one of {', '.join(ModelKind.values)}.", code="invalid")
+        raise ApplicationError(f"must be one of {', '.join(ModelKind.values)}.", code="invalid", field="kind")
     if not name.strip():
-        raise ApplicationError("name: must not be empty.", code="invalid")
+        raise ApplicationError("must not be empty.", code="invalid", field="name")
     if not path.strip():
-        raise ApplicationError("path: give a local directory or a hub id.", code="invalid")
+        raise ApplicationError("give a local directory or a hub id.", code="invalid", field="path")
     if ModelVersion.objects.filter(project=project, kind=kind, name=name).exists():
-        raise Conflict(f"name: a {kind} model named '{name}' already exists in this project.", code="name_taken")
+        raise Conflict(_name_taken(kind, name), code="name_taken", field="name")
     if is_reference and kind != ModelKind.POLICY:
-        raise ApplicationError("is_reference: only a policy (the SFT model) can be the KL reference.", code="invalid")
+        raise ApplicationError(
+            "only a policy (the SFT model) can be the KL reference.", code="invalid", field="is_reference"
+        )
     source = model_source_problem(path)
     if source is not None:
-        raise ApplicationError(f"path: {source}", code="invalid_model")
+        raise ApplicationError(source, code="invalid_model", field="path")
     # Outside the transaction: reading a hub model's config and tokenizer may take a while.
     problem = model_role_problem(
         path,
@@ -57,8 +59,8 @@ def model_version_register(
         needs_chat_template=project is not None and _has_chat_prompts(project),
         trust_remote_code=trust_remote_code,
     )
-    if problem is not None:
-        raise ApplicationError(problem, code="invalid_model")
+    if problem is not None:  # always about the path, and said so ("path: ...") by the plain-Python check
+        raise ApplicationError(problem.removeprefix("path: "), code="invalid_model", field="path")
     with transaction.atomic():
         try:
             with transaction.atomic():
@@ -73,12 +75,14 @@ def model_version_register(
                     trust_remote_code=trust_remote_code,
                 )
         except IntegrityError:  # registered by someone else while this model was being read
-            raise Conflict(
-                f"name: a {kind} model named '{name}' already exists in this project.", code="name_taken"
-            ) from None
+            raise Conflict(_name_taken(kind, name), code="name_taken", field="name") from None
         if promote:
             version = model_version_promote(version=version, actor=actor, reason="promoted when registered")
     return version
+
+
+def _name_taken(kind: str, name: str) -> str:
+    return f"a {kind} model named '{name}' already exists in this project."
 
 
 def _has_chat_prompts(project: Project) -> bool:

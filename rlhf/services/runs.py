@@ -14,12 +14,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from annotation.models import Project
+from config.celery import broker_problem
 from config.exceptions import ApplicationError, Conflict, Unavailable
 from labelers.types import AuthUser
 from rlhf.models import ModelKind, ModelVersion, RunKind, RunStatus, RunTrigger, TrainingRun
@@ -30,6 +32,7 @@ from rlhf.training.checks import model_positions
 logger = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 1.0  # progress reaches the database at most this often (and at the last step)
 LOG_TAIL_CHARS = 8000
+TRAIN_TASK = "rlhf.tasks.train_run"
 
 
 class WorkerStopping(BaseException):
@@ -55,9 +58,11 @@ def training_run_start(
     reference), the SFT reference, the promoted reward model; the config is validated now.
     ``enqueue=False``: the row only, for a caller that executes the run itself (``train --here``)."""
     if kind not in RunKind.values:
-        raise ApplicationError(f"kind: must be one of {', '.join(RunKind.values)}, got {kind!r}.", code="invalid")
+        raise ApplicationError(
+            f"must be one of {', '.join(RunKind.values)}, got {kind!r}.", code="invalid", field="kind"
+        )
     if not isinstance(config, dict | type(None)):
-        raise ApplicationError("config: must be an object.", code="invalid_config")
+        raise ApplicationError("must be an object.", code="invalid_config", field="config")
     Project.objects.select_for_update().get(pk=project.pk)  # one run start per project at a time
     active = TrainingRun.objects.filter(
         project=project, kind=kind, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
@@ -90,7 +95,7 @@ def training_run_start(
     validated = run_config_validated(kind, base, config or {})
     _fit_lengths(kind, validated, explicit=deep_merge(base, config or {}), models=list(run_inputs.values()))
     if kind == RunKind.PPO and validated["ptx_coef"] > 0 and not loop.sft_data_path:
-        raise ApplicationError(PTX_WITHOUT_SFT.format(field="config.ptx_coef"), code="invalid_config")
+        raise ApplicationError(PTX_WITHOUT_SFT, code="invalid_config", field="config.ptx_coef")
     problem = _broker_problem() if enqueue else None
     if problem is not None:
         raise Unavailable(f"The task queue is unreachable ({problem}); nothing was started. Retry in a moment.")
@@ -125,9 +130,10 @@ def _fit_lengths(kind: str, validated: dict[str, Any], *, explicit: dict[str, An
         field, fixed = "max_prompt_length", int(validated[answer])
         if fixed >= limit:
             raise ApplicationError(
-                f"max_response_tokens: {fixed} tokens leave no room for a prompt in the {limit} positions of "
+                f"{fixed} tokens leave no room for a prompt in the {limit} positions of "
                 f"'{name}' (its config's max_position_embeddings); set the loop setting lower.",
                 code="invalid_config",
+                field="max_response_tokens",
             )
     room = limit - fixed
     if validated[field] <= room:
@@ -135,9 +141,10 @@ def _fit_lengths(kind: str, validated: dict[str, Any], *, explicit: dict[str, An
     if field in explicit:
         what = f"{validated[field]}" + (f" + {fixed} response tokens" if fixed else "")
         raise ApplicationError(
-            f"config.{field}: {what} is more than the {limit} positions of '{name}' (its config's "
+            f"{what} is more than the {limit} positions of '{name}' (its config's "
             f"max_position_embeddings); give at most {room}.",
             code="invalid_config",
+            field=f"config.{field}",
         )
     validated[field] = room
 
@@ -148,18 +155,14 @@ def _model_source(version: ModelVersion) -> dict[str, Any]:
 
 
 def _broker_problem() -> str | None:
-    from config.celery import broker_problem
-
     return broker_problem()
 
 
 def _enqueue(run_id: int) -> bool:
     """Hand a queued run to the gpu queue; False (logged, the run left for the resend sweep) when
-    the broker cannot take it."""
-    from rlhf.tasks import train_run
-
+    the broker cannot take it. By name: the task (rlhf.tasks) sits above the services and calls them."""
     try:
-        result = train_run.apply_async(args=[run_id], queue="gpu", retry=False)
+        result = current_app.signature(TRAIN_TASK).apply_async(args=[run_id], queue="gpu", retry=False)
     except Exception:
         logger.exception("run %s: the broker did not take it; beat will send it again", run_id)
         return False
@@ -186,9 +189,7 @@ def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
             run.finished_at = timezone.now()
         run.save(update_fields=["cancel_requested", "status", "finished_at"])
     if run.celery_task_id and run.status == RunStatus.CANCELLED:
-        from config.celery import app
-
-        app.control.revoke(run.celery_task_id)
+        current_app.control.revoke(run.celery_task_id)
     return run
 
 
@@ -206,14 +207,14 @@ def training_runs_reap() -> int:
         lost = f"The worker stopped reporting at {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC (killed or lost)."
         if lost_workers(run) < settings.TRAINING_MAX_ATTEMPTS and not run.cancel_requested:
             if seen.update(status=RunStatus.QUEUED, celery_task_id="", error=lost):
-                _log(run, f"attempt {run.attempts} lost its worker; queued again to resume")
+                run_log(run, f"attempt {run.attempts} lost its worker; queued again to resume")
                 _enqueue(run.pk)
                 count += 1
             continue
         run.error = lost
         message = f"failed: worker lost {lost_workers(run)} times"
-        if _finish(run, RunStatus.FAILED, message, heartbeat_at=run.heartbeat_at):
-            shutil.rmtree(_artifact_dir(run) / "work", ignore_errors=True)
+        if attempt_finish(run, RunStatus.FAILED, message, heartbeat_at=run.heartbeat_at):
+            shutil.rmtree(run_artifact_dir(run) / "work", ignore_errors=True)
             count += 1
     return count
 
@@ -221,8 +222,9 @@ def training_runs_reap() -> int:
 # --- one attempt ---------------------------------------------------------------------------------
 
 
-class _Progress:
-    """The on_progress callback: throttled writes of progress, metric series and heartbeat."""
+class Progress:
+    """An attempt's on_progress callback: throttled writes of progress, metric series and heartbeat;
+    raises RunCancelled when the run was cancelled or taken from the attempt."""
 
     def __init__(self, run: TrainingRun) -> None:
         self.run = run
@@ -244,11 +246,13 @@ class _Progress:
             raise RunCancelled()
 
 
-def _artifact_dir(run: TrainingRun) -> Path:
+def run_artifact_dir(run: TrainingRun) -> Path:
+    """Where a run keeps its work (``work/``, checkpoints) and its finished model."""
     return Path(settings.ARTIFACTS_ROOT) / f"project-{run.project_id}" / f"{run.kind}-run-{run.pk}"
 
 
-def _log(run: TrainingRun, message: str) -> None:
+def run_log(run: TrainingRun, message: str) -> None:
+    """One line on the run's log tail (shown on its page) and in the worker's log."""
     logger.info("run %s: %s", run.pk, message)
     stamp = timezone.now().strftime("%H:%M:%S")
     tail = (run.log_tail + f"{stamp} {message}\n")[-LOG_TAIL_CHARS:]
@@ -282,7 +286,7 @@ def lost_workers(run: TrainingRun) -> int:
     return run.attempts - run.handbacks
 
 
-def _hand_back(run: TrainingRun) -> None:
+def attempt_hand_back(run: TrainingRun) -> None:
     """The worker is stopping: the run goes back to the queue now, to resume from its checkpoint on
     the next worker, instead of holding the worker's shutdown until it ends or waiting for the reaper.
     A hand-back does not count as a lost worker (TRAINING_MAX_ATTEMPTS)."""
@@ -295,14 +299,15 @@ def _hand_back(run: TrainingRun) -> None:
     if not mine.update(status=RunStatus.QUEUED, celery_task_id="", heartbeat_at=None, handbacks=F("handbacks") + 1):
         return
     run.status = RunStatus.QUEUED
-    _log(run, f"attempt {run.attempts} stopped: the worker is shutting down; queued again to resume")
+    run_log(run, f"attempt {run.attempts} stopped: the worker is shutting down; queued again to resume")
     _enqueue(run.pk)
 
 
-def _finish(run: TrainingRun, status: str, message: str, *, heartbeat_at: Any = None) -> bool:
-    """End this attempt of the run; False, changing nothing, when the run is no longer this attempt's
-    (the reaper failed or re-queued it, or another attempt took it over). ``heartbeat_at``: also
-    require that no beat came since (the reaper's view)."""
+def attempt_finish(run: TrainingRun, status: str, message: str, *, heartbeat_at: Any = None) -> bool:
+    """End this attempt of the run (a compare-and-set); False, changing nothing, when the run is no
+    longer this attempt's (the reaper failed or re-queued it, or another attempt took it over).
+    ``heartbeat_at``: also require that no beat came since (the reaper's view). Called inside a
+    transaction, what the caller writes with it (a gate's verdict) commits with it or not at all."""
     finished_at = timezone.now()
     expected = {"heartbeat_at": heartbeat_at} if heartbeat_at is not None else {}
     updated = TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=run.attempts, **expected).update(
@@ -317,11 +322,11 @@ def _finish(run: TrainingRun, status: str, message: str, *, heartbeat_at: Any = 
         logger.warning("run %s: attempt %s ended (%s) after the run was taken from it", run.pk, run.attempts, status)
         return False
     run.status, run.finished_at = status, finished_at
-    _log(run, message)
+    run_log(run, message)
     return True
 
 
-class _Heartbeat(threading.Thread):
+class Heartbeat(threading.Thread):
     """Beats for a running attempt every TRAINING_HEARTBEAT_EVERY_S from its own thread (and database
     connection), so a phase without progress reports (loading, saving, a long step) is not taken for
     a dead worker."""
@@ -350,7 +355,7 @@ class _Heartbeat(threading.Thread):
         self.stopped.set()
 
 
-def _publish(run: TrainingRun, work_dir: Path, final_dir: Path) -> None:
+def attempt_publish(run: TrainingRun, work_dir: Path, final_dir: Path) -> None:
     """Move a finished model into place in one rename: a half-written model never has a version. An
     attempt that lost its run (reaped, re-queued) stops here instead of replacing the run's model."""
     if not TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=run.attempts).exists():

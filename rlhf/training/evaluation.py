@@ -10,6 +10,7 @@ from rlhf.training.generation import generate_responses
 from rlhf.training.models import load_reward_model, render_conversation
 from rlhf.training.reward import score_texts
 from rlhf.training.rows import PromptRow
+from rlhf.training.stats import win_rate
 
 
 def policy_evaluate(
@@ -61,7 +62,6 @@ def policy_evaluate(
                 samples.append({"prompt": row.text or row.messages, "response": group[0].text, "reward": score})
             else:
                 samples[index].update({"baseline_response": group[0].text, "baseline_reward": score})
-    pairs = list(zip(per_prompt["candidate"], per_prompt["baseline"], strict=True))
-    out["win_rate"] = sum(1.0 if c > b else 0.5 if c == b else 0.0 for c, b in pairs) / len(pairs) if pairs else None
+    out["win_rate"] = win_rate(zip(per_prompt["candidate"], per_prompt["baseline"], strict=True))
     out["samples"] = samples
     return out

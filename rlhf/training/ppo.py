@@ -203,6 +203,58 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@dataclass
+class PPOProgress:
+    """What a checkpoint holds besides the models' state: the steps done, the metrics of each, and
+    which prompts each rank has seen."""
+
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    prompt_ids_by_rank: dict[str, list[str]] = field(default_factory=dict)
+
+
+def ppo_checkpoint(setup: PPOSetup, path: Path, progress: PPOProgress) -> None:
+    """Save a run to resume from (every rank calls it: the RNG states are gathered): models, optimizer,
+    KL coefficient, counters, each rank's RNG, and ``progress``; written by the main process."""
+    accelerator = setup.accelerator
+    rng = gather_object([rng_state()])
+    if accelerator.is_main_process:
+        save_checkpoint(
+            path,
+            {
+                "step": progress.step,
+                "policy": accelerator.unwrap_model(setup.policy).state_dict(),
+                "value_model": accelerator.unwrap_model(setup.value_model).state_dict(),
+                "optimizer": setup.optimizer.state_dict(),
+                "kl_coef": setup.kl_ctl.value,
+                "history": progress.history,
+                "counters": setup.counters,
+                "prompt_ids_by_rank": progress.prompt_ids_by_rank,
+                "rng": rng,
+                "config": setup.config.to_dict(),
+            },
+        )
+    accelerator.wait_for_everyone()
+
+
+def ppo_resume(setup: PPOSetup, path: Path) -> PPOProgress:
+    """Restore what ``ppo_checkpoint`` saved at ``path`` into ``setup`` (and this rank's RNG) and return
+    its progress; a fresh start when there is no checkpoint."""
+    if not path.exists():
+        return PPOProgress()
+    accelerator = setup.accelerator
+    state = torch.load(path, map_location=accelerator.device, weights_only=False)
+    accelerator.unwrap_model(setup.policy).load_state_dict(state["policy"])
+    accelerator.unwrap_model(setup.value_model).load_state_dict(state["value_model"])
+    setup.optimizer.load_state_dict(state["optimizer"])
+    setup.kl_ctl.value = state["kl_coef"]
+    setup.counters.update(state.get("counters", {}))
+    rng = state["rng"]
+    set_rng_state(rng[accelerator.process_index] if isinstance(rng, list) else rng)
+    logger.info("resumed PPO from step %d of %d", state["step"], setup.config.num_steps)
+    return PPOProgress(state["step"], state["history"], state.get("prompt_ids_by_rank", {}))
+
+
 # ----------------------------------------------------------------------------- setup
 
 
@@ -606,24 +658,9 @@ def run_ppo(
     ptx_examples = sft_examples(setup.tokenizer, sft_rows or [], config) if config.ptx_coef > 0 else []
     num_steps = config.num_steps
     B = config.batch_size
-    history: list[dict[str, Any]] = []
-    prompt_ids_by_rank: dict[str, list[str]] = {}
-    start_step = 0
-
-    # ---- resume
     ckpt_path = output_dir / CHECKPOINT
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=accelerator.device, weights_only=False)
-        accelerator.unwrap_model(setup.policy).load_state_dict(state["policy"])
-        accelerator.unwrap_model(setup.value_model).load_state_dict(state["value_model"])
-        setup.optimizer.load_state_dict(state["optimizer"])
-        setup.kl_ctl.value = state["kl_coef"]
-        history = state["history"]
-        setup.counters.update(state.get("counters", {}))
-        prompt_ids_by_rank = state.get("prompt_ids_by_rank", {})
-        start_step = state["step"]
-        set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
-        logger.info("resumed PPO from step %d of %d", start_step, num_steps)
+    progress = ppo_resume(setup, ckpt_path) if resume else PPOProgress()
+    start_step, history, prompt_ids_by_rank = progress.step, progress.history, progress.prompt_ids_by_rank
 
     # Prompt order: a fresh seeded permutation of this rank's shard per pass over it.
     def batch_prompt_indices(step: int) -> list[int]:
@@ -692,24 +729,7 @@ def run_ppo(
             for i in range(min(config.num_sample_rows, len(texts)))
         ]
         if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < num_steps:
-            rng = gather_object([rng_state()])
-            if accelerator.is_main_process:
-                save_checkpoint(
-                    ckpt_path,
-                    {
-                        "step": step + 1,
-                        "policy": accelerator.unwrap_model(setup.policy).state_dict(),
-                        "value_model": accelerator.unwrap_model(setup.value_model).state_dict(),
-                        "optimizer": setup.optimizer.state_dict(),
-                        "kl_coef": setup.kl_ctl.value,
-                        "history": history,
-                        "counters": setup.counters,
-                        "prompt_ids_by_rank": prompt_ids_by_rank,
-                        "rng": rng,
-                        "config": config.to_dict(),
-                    },
-                )
-            accelerator.wait_for_everyone()
+            ppo_checkpoint(setup, ckpt_path, PPOProgress(step + 1, history, prompt_ids_by_rank))
         if on_progress is not None and accelerator.is_main_process:
             on_progress(step + 1, num_steps, metrics)
 

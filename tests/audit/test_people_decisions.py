@@ -65,7 +65,7 @@ def test_a_change_that_changes_nothing_or_is_refused_writes_no_row(client_for, a
 
 
 def test_the_loop_is_the_actor_when_no_person_is(labeler):
-    user_update(user=labeler, status="paused", status_reason="auto: reliability 0.40 is low.")
+    user_update(user=labeler, status="paused", status_reason="auto: reliability 0.40 is low.", actor=None)
     entry = AuditEntry.objects.get()
     assert (entry.actor, entry.who, entry.action) == (None, "the loop", "labeler.pause")
 

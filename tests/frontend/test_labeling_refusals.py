@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from annotation.models import Assignment, AssignmentStatus, Ranking
-from annotation.quality.services import response_set_make_gold
 from annotation.services import assignment_lease_next, guideline_publish, project_update
 from labelers.models import LabelerStatus
 from labelers.services import user_update
+from quality.services import response_set_make_gold
 from tests.factories import ProjectFactory, response_set_create
 from tests.frontend.conftest import post_json
 
@@ -23,7 +23,7 @@ def _ranks(assignment: Assignment) -> dict[str, int]:
 def test_a_labeler_paused_after_the_lease_is_refused_and_nothing_is_saved(browser, labeler, project):
     response_set_create(project=project)
     lease = assignment_lease_next(project=project, labeler=labeler)
-    user_update(user=labeler, status=LabelerStatus.PAUSED, status_reason="quality review")
+    user_update(user=labeler, status=LabelerStatus.PAUSED, status_reason="quality review", actor=None)
     status, answer = post_json(
         browser, f"/work/assignments/{lease.pk}/submit/", {"idempotency_key": "k", "ranks": _ranks(lease)}
     )

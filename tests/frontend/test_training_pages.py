@@ -43,10 +43,16 @@ SAMPLES = [
 def loop(tmp_path, tiny_models):
     project = ProjectFactory(name="Loop")
     sft = model_version_register(
-        project=project, kind=ModelKind.POLICY, name="sft", path=tiny_models["policy"], is_reference=True, promote=True
+        project=project,
+        kind=ModelKind.POLICY,
+        name="sft",
+        path=tiny_models["policy"],
+        is_reference=True,
+        promote=True,
+        actor=None,
     )
     rm1 = model_version_register(
-        project=project, kind=ModelKind.REWARD, name="rm-1", path=tiny_models["reward"], promote=True
+        project=project, kind=ModelKind.REWARD, name="rm-1", path=tiny_models["reward"], promote=True, actor=None
     )
     now = timezone.now()
     reward_run = TrainingRun.objects.create(
@@ -289,7 +295,14 @@ def test_start_shows_other_refusals_inline(loop, admin_user, tiny_models):
     with mock.patch("rlhf.services.runs._enqueue") as enqueue:
         response = _htmx(client, url, {"kind": "reward", "config": '{"bogus": 1}'})
         assert "config.bogus: unknown field for RewardModelConfig" in response.content.decode()
-        assert "{&quot;bogus&quot;: 1}</textarea>" in response.content.decode()  # kept to fix, not retyped
+        # under the config box, from the error's field (config.bogus), not next to the buttons
+        assert (response.context["config_error"][:49], response.context["error"]) == (
+            "config.bogus: unknown field for RewardModelConfig",
+            "",
+        )
+        assert 'aria-describedby="run-start-config-error">{&quot;bogus&quot;: 1}</textarea>' in (
+            response.content.decode()  # kept to fix, not retyped
+        )
         response = _htmx(client, url, {"kind": "reward", "config": "{oops"})
         assert "config: not valid JSON (Expecting property name enclosed in double quotes at line 1 column 2)." in (
             response.content.decode()
@@ -302,9 +315,11 @@ def test_start_shows_other_refusals_inline(loop, admin_user, tiny_models):
             path=tiny_models["policy"],
             is_reference=True,
             promote=True,
+            actor=None,
         )
         response = _htmx(client, f"/manage/projects/{other.pk}/training/start/", {"kind": "ppo"})
         assert "PPO needs a promoted reward model; train and promote one first." in response.content.decode()
+        assert (response.context["error"][:9], response.context["config_error"]) == ("PPO needs", "")
     enqueue.assert_not_called()
 
 
@@ -564,7 +579,9 @@ def test_compare_reward_models_and_bad_input(loop, ml_engineer, tiny_models):
     assert "a: expected a model version id, got 'x'." in _text(response.content.decode())
 
     elsewhere = ProjectFactory(name="Elsewhere")
-    foreign = model_version_register(project=elsewhere, kind=ModelKind.POLICY, name="other", path=tiny_models["policy"])
+    foreign = model_version_register(
+        project=elsewhere, kind=ModelKind.POLICY, name="other", path=tiny_models["policy"], actor=None
+    )
     response = client.get(f"/manage/projects/{loop.pk}/compare/?a={foreign.pk}&b={b.pk}")
     assert response.status_code == 404
     assert f"a: model version {foreign.pk} not found in project 'Loop'." in _text(response.content.decode())

@@ -141,9 +141,9 @@ def test_a_password_changed_on_the_password_page_ends_the_tokens(labeler, client
 
 def test_a_paused_or_inactive_users_token_is_refused(labeler):
     secret = _login("lena")
-    user_update(user=labeler, status=LabelerStatus.PAUSED, status_reason="gold accuracy 40%")
+    user_update(user=labeler, status=LabelerStatus.PAUSED, status_reason="gold accuracy 40%", actor=None)
     _refused(secret, "Your account is paused (gold accuracy 40%).")
-    user_update(user=labeler, status=LabelerStatus.ACTIVE)
+    user_update(user=labeler, status=LabelerStatus.ACTIVE, actor=None)
     assert _client(secret).get("/api/v1/me/").status_code == 200
     labeler.is_active = False
     labeler.save(update_fields=["is_active"])

@@ -66,11 +66,13 @@ def test_old_stored_shapes_read_with_the_setting_they_were_decided_with():
     ]
 
 
-def _finished_reward_run(project, reference, gate: RewardGate) -> TrainingRun:
+def _finished_reward_run(project, reference, gate: RewardGate, *, status: str = RunStatus.SUCCEEDED) -> TrainingRun:
+    """A reward run whose executor is done; ``status`` running: its attempt (1) has yet to end it."""
     run = TrainingRun.objects.create(
         project=project,
         kind=RunKind.REWARD,
-        status=RunStatus.SUCCEEDED,
+        status=status,
+        attempts=1,
         reference=reference,
         summary={"version": 1, "metrics": {}, "evaluation": gate.to_json()},
     )
@@ -87,13 +89,23 @@ def test_the_loop_records_each_verdict_and_promotes_what_passed_with_its_reason(
     monkeypatch.setattr(runs, "_enqueue", lambda run_id: True)
     project = ProjectFactory()
     sft = model_version_register(
-        project=project, kind=ModelKind.POLICY, name="sft", path=tiny_models["policy"], is_reference=True, promote=True
+        project=project,
+        kind=ModelKind.POLICY,
+        name="sft",
+        path=tiny_models["policy"],
+        is_reference=True,
+        promote=True,
+        actor=None,
     )
     AuditEntry.objects.all().delete()
-    failing = _finished_reward_run(project, sft, RewardGate.decide(new_accuracy=0.5, min_accuracy=0.55))
-    loop._act_on_gate(failing, chain=True)
-    passing = _finished_reward_run(project, sft, RewardGate.decide(new_accuracy=0.7, min_accuracy=0.55))
-    loop._act_on_gate(passing, chain=True)
+    failing = _finished_reward_run(
+        project, sft, RewardGate.decide(new_accuracy=0.5, min_accuracy=0.55), status="running"
+    )
+    loop._succeed(failing)
+    passing = _finished_reward_run(
+        project, sft, RewardGate.decide(new_accuracy=0.7, min_accuracy=0.55), status="running"
+    )
+    loop._succeed(passing)
     out = passing.output_version
     assert [
         (e.actor_id, e.action, e.target, e.reason, e.before, e.after) for e in AuditEntry.objects.order_by("id")
@@ -128,13 +140,48 @@ def test_the_loop_records_each_verdict_and_promotes_what_passed_with_its_reason(
     assert (out.state, failing.output_version.state) == (ModelState.PROMOTED, ModelState.CANDIDATE)
     started = TrainingRun.objects.get(project=project, kind=RunKind.PPO)  # the chain goes on with the new RM
     assert (started.trigger, started.reward_model_id) == ("chain", out.pk)
+    assert TrainingRun.objects.get(pk=passing.pk).status == RunStatus.SUCCEEDED
+
+
+@pytest.mark.django_db
+def test_a_crash_while_writing_the_verdict_leaves_the_run_to_its_attempt_not_succeeded(tiny_models, monkeypatch):
+    """The verdict, the promotion and the run's end are one transaction: a run is never succeeded
+    without the decision on its model (the reaper sends it again)."""
+    project = ProjectFactory()
+    sft = model_version_register(
+        project=project,
+        kind=ModelKind.POLICY,
+        name="sft",
+        path=tiny_models["policy"],
+        is_reference=True,
+        promote=True,
+        actor=None,
+    )
+    AuditEntry.objects.all().delete()
+    run = _finished_reward_run(project, sft, RewardGate.decide(new_accuracy=0.7, min_accuracy=0.55), status="running")
+
+    def crash(**kwargs):
+        raise OSError("the database went away")
+
+    monkeypatch.setattr(loop, "audit_record", crash)
+    with pytest.raises(OSError, match="the database went away"):
+        loop._succeed(run)
+    run.refresh_from_db()
+    assert (run.status, run.finished_at, AuditEntry.objects.count()) == (RunStatus.RUNNING, None, 0)
+    assert ModelVersion.objects.get(pk=run.output_version_id).state == ModelState.CANDIDATE
 
 
 @pytest.mark.django_db
 def test_the_api_returns_the_gate_record_and_promotes_as_the_person(client_for, ml_engineer, tiny_models):
     project = ProjectFactory()
     sft = model_version_register(
-        project=project, kind=ModelKind.POLICY, name="sft", path=tiny_models["policy"], is_reference=True, promote=True
+        project=project,
+        kind=ModelKind.POLICY,
+        name="sft",
+        path=tiny_models["policy"],
+        is_reference=True,
+        promote=True,
+        actor=None,
     )
     run = _finished_reward_run(project, sft, RewardGate.decide(new_accuracy=0.7, min_accuracy=0.55))
     client = client_for(ml_engineer)

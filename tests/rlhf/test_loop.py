@@ -47,7 +47,7 @@ def sft_path(tmp_path_factory) -> str:
 def _project_with_rankings(sft_path: str, *, n_prompts: int = 12):
     project = ProjectFactory(k=2, overlap=2)
     sft = model_version_register(
-        project=project, kind="policy", name="sft", path=sft_path, is_reference=True, promote=True
+        project=project, kind="policy", name="sft", path=sft_path, is_reference=True, promote=True, actor=None
     )
     rows = "\n".join(
         json.dumps(
@@ -214,7 +214,12 @@ def test_a_killed_worker_s_run_is_queued_again_and_resumes_on_another_worker(sft
     from rlhf.training.tiny import build_tiny_reward_model
 
     model_version_register(
-        project=project, kind="reward", name="rm", path=build_tiny_reward_model(tmp_path / "rm"), promote=True
+        project=project,
+        kind="reward",
+        name="rm",
+        path=build_tiny_reward_model(tmp_path / "rm"),
+        promote=True,
+        actor=None,
     )
     LoopSettings.objects.filter(project=project).update(
         ppo_config={**TINY_PPO, "total_episodes": 8 * 40, "save_every": 1}
@@ -260,7 +265,12 @@ def test_a_worker_told_to_stop_hands_its_run_back_at_once(pool, signalled, sft_p
     from rlhf.training.tiny import build_tiny_reward_model
 
     model_version_register(
-        project=project, kind="reward", name="rm", path=build_tiny_reward_model(tmp_path / "rm"), promote=True
+        project=project,
+        kind="reward",
+        name="rm",
+        path=build_tiny_reward_model(tmp_path / "rm"),
+        promote=True,
+        actor=None,
     )
     LoopSettings.objects.filter(project=project).update(
         ppo_config={**TINY_PPO, "total_episodes": 8 * 1000, "save_every": 1}  # far longer than the test
@@ -292,9 +302,9 @@ def test_rollback_restores_the_previous_policy_for_generation(tiny_models):
     project = ProjectFactory(k=2)
     policy = tiny_models["policy"]
     sft = model_version_register(
-        project=project, kind="policy", name="sft", path=policy, is_reference=True, promote=True
+        project=project, kind="policy", name="sft", path=policy, is_reference=True, promote=True, actor=None
     )
-    v2 = model_version_register(project=project, kind="policy", name="ppo-1", path=policy, parent=sft)
+    v2 = model_version_register(project=project, kind="policy", name="ppo-1", path=policy, parent=sft, actor=None)
     model_version_promote(version=v2, actor=None)
     assert training_run_start(project=project, kind="generate").policy_id == v2.pk
     TrainingRun.objects.all().delete()
@@ -329,7 +339,13 @@ def test_loop_settings_update_names_the_bad_field():
 def test_bad_run_config_is_a_400_naming_the_field(client_for, ml_engineer, tiny_models):
     project = ProjectFactory()
     model_version_register(
-        project=project, kind="policy", name="sft", path=tiny_models["policy"], is_reference=True, promote=True
+        project=project,
+        kind="policy",
+        name="sft",
+        path=tiny_models["policy"],
+        is_reference=True,
+        promote=True,
+        actor=None,
     )
     response = client_for(ml_engineer).post(
         f"/api/v1/projects/{project.pk}/runs/", {"kind": "generate", "config": {"temperature": 0}}, format="json"

@@ -34,7 +34,7 @@ def roots(settings, tmp_path) -> Path:
 
 
 def _register(path: str, **kwargs) -> ModelVersion:
-    return model_version_register(project=ProjectFactory(), kind="policy", name="sft", path=path, **kwargs)
+    return model_version_register(project=ProjectFactory(), kind="policy", name="sft", path=path, **kwargs, actor=None)
 
 
 @pytest.mark.django_db
@@ -86,7 +86,13 @@ def test_a_hub_id_must_be_on_the_allow_list(roots, monkeypatch):
 def project_with_sft(tiny_models):
     project = ProjectFactory()
     version = model_version_register(
-        project=project, kind="policy", name="sft", path=tiny_models["policy"], is_reference=True, promote=True
+        project=project,
+        kind="policy",
+        name="sft",
+        path=tiny_models["policy"],
+        is_reference=True,
+        promote=True,
+        actor=None,
     )
     return project, version
 
@@ -128,6 +134,7 @@ def test_a_run_takes_its_model_and_remote_code_from_the_registered_version(tiny_
         is_reference=True,
         promote=True,
         trust_remote_code=True,
+        actor=None,
     )
     # A setting stored before the rule existed does not win over the registered version.
     loop_settings_get(project=project)
@@ -169,7 +176,13 @@ def test_token_lengths_are_fitted_to_the_model_or_refused_naming_the_field(tiny_
     positions = AutoConfig.from_pretrained(tiny_models["policy"]).n_positions
     project = ProjectFactory()
     model_version_register(
-        project=project, kind="policy", name="sft", path=tiny_models["policy"], is_reference=True, promote=True
+        project=project,
+        kind="policy",
+        name="sft",
+        path=tiny_models["policy"],
+        is_reference=True,
+        promote=True,
+        actor=None,
     )
     # Left at its default (512), the reward run's length is lowered to what the model holds.
     run = training_run_start(project=project, kind="reward")

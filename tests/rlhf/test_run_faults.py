@@ -31,7 +31,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def project(tiny_models):
     project = ProjectFactory()
     model_version_register(
-        project=project, kind="policy", name="sft", path=tiny_models["policy"], is_reference=True, promote=True
+        project=project,
+        kind="policy",
+        name="sft",
+        path=tiny_models["policy"],
+        is_reference=True,
+        promote=True,
+        actor=None,
     )
     return project
 
@@ -96,11 +102,30 @@ def test_a_run_the_broker_did_not_take_is_sent_again_by_beat(project, monkeypatc
     class Result:
         id = "task-1"
 
-    monkeypatch.setattr("rlhf.tasks.train_run.apply_async", lambda args, **kw: sent.append(args[0]) or Result())
+    def send(args, kwargs=None, **options):
+        sent.append((args[0], options["queue"]))
+        return Result()
+
+    monkeypatch.setattr("rlhf.tasks.train_run.apply_async", send)
     assert training_runs_resend() == 1
     run.refresh_from_db()
-    assert sent == [run.pk] and run.celery_task_id == "task-1"
+    assert sent == [(run.pk, "gpu")] and run.celery_task_id == "task-1"
     assert training_runs_resend() == 0  # sent once
+
+
+@pytest.mark.django_db
+def test_a_run_is_sent_by_task_name_and_an_eager_app_runs_it_here(project, broker):
+    """The services name the task instead of importing rlhf.tasks; the name resolves to the registered
+    task, so CELERY_TASK_ALWAYS_EAGER still runs it in this process."""
+    from config.celery import app
+
+    # Cancelled before a worker took it: the task, run here, ends it without training.
+    run = TrainingRun.objects.create(project=project, kind="generate", config={}, cancel_requested=True)
+    app.conf.task_always_eager = True
+    assert runs._enqueue(run.pk) is True
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED and run.celery_task_id != ""  # the eager result's id
+    assert app.signature(runs.TRAIN_TASK).type.name == "rlhf.tasks.train_run"
 
 
 def _stale(project, *, attempts: int, handbacks: int = 0) -> TrainingRun:
@@ -152,7 +177,7 @@ def test_the_reaper_queues_a_dead_run_again_then_fails_it_and_cleans_its_work(pr
     assert first.status == RunStatus.QUEUED and sent == [first.pk]
     assert first.error.startswith("The worker stopped reporting at ")
     last = _stale(project, attempts=2)
-    work = runs._artifact_dir(last) / "work"
+    work = runs.run_artifact_dir(last) / "work"
     work.mkdir(parents=True)
     (work / "checkpoint.pt").write_bytes(b"half")
     assert training_runs_reap() == 1
@@ -167,13 +192,13 @@ def test_the_reaper_queues_a_dead_run_again_then_fails_it_and_cleans_its_work(pr
 def test_an_attempt_that_lost_its_run_cannot_overwrite_it(project):
     run = _stale(project, attempts=1)
     TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED)  # the reaper failed it meanwhile
-    assert runs._finish(run, RunStatus.SUCCEEDED, "succeeded") is False
+    assert runs.attempt_finish(run, RunStatus.SUCCEEDED, "succeeded") is False
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, attempts=2)  # another attempt has it
-    assert runs._finish(run, RunStatus.SUCCEEDED, "succeeded") is False
+    assert runs.attempt_finish(run, RunStatus.SUCCEEDED, "succeeded") is False
     run.attempts = 2
-    assert runs._finish(run, RunStatus.SUCCEEDED, "succeeded") is True
+    assert runs.attempt_finish(run, RunStatus.SUCCEEDED, "succeeded") is True
 
 
 @pytest.mark.django_db(transaction=True)
@@ -181,7 +206,7 @@ def test_the_heartbeat_beats_from_its_own_thread(project, settings):
     settings.TRAINING_HEARTBEAT_EVERY_S = 0.05
     run = _stale(project, attempts=1)
     before = run.heartbeat_at
-    beat = runs._Heartbeat(run)
+    beat = runs.Heartbeat(run)
     beat.start()
     time.sleep(0.5)  # the main thread does nothing: no progress report
     beat.stop()
@@ -189,7 +214,7 @@ def test_the_heartbeat_beats_from_its_own_thread(project, settings):
     run.refresh_from_db()
     assert run.heartbeat_at > before + timedelta(minutes=59)
     TrainingRun.objects.filter(pk=run.pk).update(attempts=2)  # a beat for another attempt changes nothing
-    stale = runs._Heartbeat(run)
+    stale = runs.Heartbeat(run)
     stale.start()
     time.sleep(0.3)
     stale.stop()
@@ -268,7 +293,7 @@ def test_a_second_delivery_leaves_a_live_attempt_alone_and_a_run_lost_too_often_
 @pytest.mark.django_db
 def test_progress_of_an_attempt_that_lost_its_run_stops_it(project):
     run = _stale(project, attempts=1)
-    progress = runs._Progress(run)
+    progress = runs.Progress(run)
     progress(1, 10, {"ppo/kl": 0.1})  # its own: written
     assert TrainingRun.objects.get(pk=run.pk).progress_step == 1
     TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.QUEUED)  # the reaper took it
@@ -285,5 +310,5 @@ def test_an_attempt_that_lost_its_run_does_not_publish_its_model(project, tmp_pa
     work.mkdir()
     TrainingRun.objects.filter(pk=run.pk).update(attempts=2)  # another attempt has the run now
     with pytest.raises(runs.RunCancelled):
-        runs._publish(run, work, final)
+        runs.attempt_publish(run, work, final)
     assert work.exists() and not final.exists()

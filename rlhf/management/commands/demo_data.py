@@ -68,8 +68,9 @@ class Command(BaseCommand):
             self.stdout.write("Training the demo SFT policy on the bundled instructions (once; a few CPU minutes)...")
             result = train_demo_sft(path, epochs=20)
             self.stdout.write(f"  done in {result['seconds']:.0f} s, loss {result['loss']:.2f}")
+        # The demo's set-up, not a person's decision: the audit trail shows it as the loop's.
         model_version_register(
-            project=project, kind="policy", name="demo-sft", path=str(path), is_reference=True, promote=True
+            project=project, kind="policy", name="demo-sft", path=str(path), is_reference=True, promote=True, actor=None
         )
         LoopSettings.objects.update_or_create(
             project=project,

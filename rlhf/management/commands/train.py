@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from annotation.management.commands._util import project_from_arg
 from config.exceptions import ApplicationError
 from rlhf.models import RunKind, TrainingRun
+from rlhf.records import RunSummary
 from rlhf.services.loop import training_run_execute
 from rlhf.services.runs import training_run_start
 
@@ -70,6 +71,8 @@ class Command(BaseCommand):
         run.refresh_from_db()
         if run.status != "succeeded":
             raise CommandError(f"Run {run.pk} {run.status}: {run.error.strip().splitlines()[-1] if run.error else ''}")
-        evaluation = (run.summary or {}).get("evaluation", {})
+        summary = RunSummary.from_json(run.kind, run.summary)
         version = f", model version {run.output_version_id}" if run.output_version_id else ""
-        self.stdout.write(f"Run {run.pk} succeeded{version}. Evaluation: {json.dumps(evaluation, default=str)}")
+        self.stdout.write(f"Run {run.pk} succeeded{version}. Evaluation: {json.dumps(summary.evaluation, default=str)}")
+        if summary.gate is not None:
+            self.stdout.write(summary.gate.reason)
