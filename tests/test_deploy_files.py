@@ -26,3 +26,18 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "scripts/test.sh" in readme and "scripts/run.sh" in readme
     assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_web_process_knows_every_task_the_services_send_by_name():
+    """Services enqueue by task name; in a process that only loaded the URLs (the web server) each
+    name must resolve to its task, or eager mode and routing would be skipped (send_task)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import django; django.setup(); import config.urls; from celery import current_app; "
+        "names = ['rlhf.tasks.train_run', 'annotation.tasks.import_run', 'annotation.tasks.agreement_refresh']; "
+        "print(sorted(n for n in names if n not in current_app.tasks))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr[-2000:]

@@ -102,11 +102,20 @@ def _succeed(run: TrainingRun) -> None:
     in one transaction, so that no crash leaves a succeeded run without its decision. Then the chain
     starts the next stage."""
     gated = run.kind != RunKind.GENERATE and run.output_version_id is not None
-    chain = gated and loop_settings_get(project=run.project).auto_chain
-    with transaction.atomic():
-        if not attempt_finish(run, RunStatus.SUCCEEDED, "succeeded"):
-            return
-        passed = _act_on_gate(run, promote=chain) if gated else False
+    try:
+        chain = gated and loop_settings_get(project=run.project).auto_chain
+        with transaction.atomic():
+            if not attempt_finish(run, RunStatus.SUCCEEDED, "succeeded"):
+                return
+            passed = _act_on_gate(run, promote=chain) if gated else False
+    except Exception as exc:
+        # Rolled back: the run is still this attempt's and running. It ends failed with the cause,
+        # not left for the reaper to train again.
+        logger.exception("run %s: recording its end failed", run.pk)
+        run.refresh_from_db(fields=["status", "finished_at", "log_tail"])
+        run.error = "".join(traceback.format_exception(exc))[-LOG_TAIL_CHARS:]
+        attempt_finish(run, RunStatus.FAILED, f"failed recording the run's end and gate verdict: {exc}")
+        return
     if chain:
         _chain_next(run, passed=passed)
 

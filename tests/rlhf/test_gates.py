@@ -144,9 +144,10 @@ def test_the_loop_records_each_verdict_and_promotes_what_passed_with_its_reason(
 
 
 @pytest.mark.django_db
-def test_a_crash_while_writing_the_verdict_leaves_the_run_to_its_attempt_not_succeeded(tiny_models, monkeypatch):
+def test_a_crash_while_writing_the_verdict_fails_the_run_with_its_cause_not_succeeded(tiny_models, monkeypatch):
     """The verdict, the promotion and the run's end are one transaction: a run is never succeeded
-    without the decision on its model (the reaper sends it again)."""
+    without the decision on its model; a failure there ends the run failed with its cause, instead
+    of leaving it running for the reaper to train again."""
     project = ProjectFactory()
     sft = model_version_register(
         project=project,
@@ -164,10 +165,12 @@ def test_a_crash_while_writing_the_verdict_leaves_the_run_to_its_attempt_not_suc
         raise OSError("the database went away")
 
     monkeypatch.setattr(loop, "audit_record", crash)
-    with pytest.raises(OSError, match="the database went away"):
-        loop._succeed(run)
+    loop._succeed(run)
     run.refresh_from_db()
-    assert (run.status, run.finished_at, AuditEntry.objects.count()) == (RunStatus.RUNNING, None, 0)
+    assert (run.status, AuditEntry.objects.count()) == (RunStatus.FAILED, 0)
+    assert "failed recording the run's end and gate verdict: the database went away" in run.log_tail
+    assert "OSError: the database went away" in run.error
+    assert "succeeded" not in run.log_tail
     assert ModelVersion.objects.get(pk=run.output_version_id).state == ModelState.CANDIDATE
 
 
