@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from quality.records import DayRow
 
 WIDTH, HEIGHT = 640, 220
 LEFT, RIGHT, TOP, BOTTOM = 44, 16, 12, 34  # room for the axis labels
@@ -62,10 +65,14 @@ def _y_ticks() -> list[tuple[float, str]]:
     return [(_y(v / 100), f"{v}%") for v in (0, 25, 50, 75, 100)]
 
 
-def agreement_over_time(rows: list[dict[str, Any]], *, overall: float | None = None) -> Chart:
+def agreement_over_time(rows: list[DayRow], *, overall: float | None = None) -> Chart:
     """Percent agreement per day as a line; days without label pairs leave a gap in the x axis."""
     chart = Chart(y_ticks=_y_ticks())
-    dated = [(dt.date.fromisoformat(row["date"]), row) for row in rows if row.get("percent_agreement") is not None]
+    dated = [
+        (dt.date.fromisoformat(row.date), row.percent_agreement, row.pairs)
+        for row in rows
+        if row.percent_agreement is not None
+    ]
     if overall is not None:
         chart.reference = (_y(overall), f"all days {overall * 100:.1f}%")
     if not dated:
@@ -73,11 +80,9 @@ def agreement_over_time(rows: list[dict[str, Any]], *, overall: float | None = N
     first, last = dated[0][0], dated[-1][0]
     span = max((last - first).days, 1)
     inner = WIDTH - LEFT - RIGHT
-    for day, row in dated:
+    for day, value, pairs in dated:
         x = LEFT + inner / 2 if first == last else LEFT + inner * (day - first).days / span
-        chart.points.append(
-            Point(round(x, 1), _y(row["percent_agreement"]), day.isoformat(), row["percent_agreement"], row["pairs"])
-        )
+        chart.points.append(Point(round(x, 1), _y(value), day.isoformat(), value, pairs))
     chart.path = "M" + " L".join(f"{p.x},{p.y}" for p in chart.points)
     step = max(1, len(chart.points) // 6)
     chart.x_ticks = [(p.x, p.label[5:]) for p in chart.points[::step]]

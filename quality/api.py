@@ -32,7 +32,7 @@ class AgreementApi(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get(project_id=project_id)
-        return Response(agreement_report_latest(project=project))
+        return Response(agreement_report_latest(project=project).to_json())
 
 
 class AgreementRefreshApi(APIView):
@@ -52,11 +52,13 @@ class AgreementCsvApi(APIView):
     def get(self, request: Request, project_id: int, table: str) -> HttpResponse:
         project = selectors.project_get(project_id=project_id)
         if table not in CSV_TABLES:
-            raise ApplicationError(f"table: must be one of {', '.join(CSV_TABLES)}, got {table!r}.", code="invalid")
+            raise ApplicationError(
+                f"must be one of {', '.join(CSV_TABLES)}, got {table!r}.", field="table", code="invalid"
+            )
         latest = agreement_report_latest(project=project)
-        if latest["report"] is None:
+        if latest.report is None:
             raise Conflict("The agreement report has not been computed yet.", code="report_missing")
-        response = HttpResponse(agreement_table_csv(report=latest["report"], table=table), content_type="text/csv")
+        response = HttpResponse(agreement_table_csv(report=latest.report, table=table), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="project-{project.pk}-{table}.csv"'
         return response
 
@@ -117,7 +119,7 @@ class ReviewAcceptApi(APIView):
         ranking = Ranking.objects.filter(pk=serializer.validated_data["ranking_id"]).first()
         if ranking is None:
             raise ApplicationError(
-                f"ranking_id: ranking {serializer.validated_data['ranking_id']} not found.", code="invalid"
+                f"ranking {serializer.validated_data['ranking_id']} not found.", field="ranking_id", code="invalid"
             )
         consensus = services.review_accept(response_set=response_set, ranking=ranking, actor=request.user)
         return Response({"response_set_id": response_set.pk, "ranks": consensus.ranks, "source": consensus.source})

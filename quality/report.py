@@ -17,15 +17,21 @@ from quality.agreement import compute_report
 from quality.arrays import round6
 from quality.consensus import compute_consensus
 from quality.labeler_figures import compute_labeler_quality, labeler_rows_complete
+from quality.records import AgreementReportRecord
 
 
 @dataclass
 class QualityResult:
-    """The report (JSON-able), the consensus arrays per set and the figures per labeler."""
+    """The report (JSON-able, as computed), the consensus arrays per set and the figures per labeler."""
 
     report: dict[str, Any]
     consensus: dict[str, np.ndarray]
     labelers: dict[int, dict[str, Any]]
+
+    @property
+    def record(self) -> AgreementReportRecord:
+        """The report as the typed record that is stored (``record.to_json()``)."""
+        return AgreementReportRecord.computed(self.report)
 
 
 def project_quality(*, project: Project, bootstrap: int = 1000) -> QualityResult:

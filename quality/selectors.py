@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Count, Max
@@ -14,6 +15,7 @@ from annotation import rules
 from annotation.models import Project, Ranking, ResponseSet, ResponseSetItem
 from labelers.models import LabelerProfile, LabelerStatus
 from quality.models import AUTO_PAUSE_PREFIX, AgreementReport, LabelerQuality, ResponseSetConsensus
+from quality.records import AgreementReportRecord
 
 # Column order per table (JSON storage on PostgreSQL does not keep key order).
 CSV_COLUMNS = {
@@ -43,36 +45,49 @@ CSV_COLUMNS = {
 CSV_TABLES = tuple(CSV_COLUMNS)
 
 
-def agreement_report_latest(*, project: Project) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LatestReport:
+    """The newest stored report of a project and how fresh it is: ``status`` missing, fresh or
+    stale, computed when, and how many rankings it has not seen."""
+
+    status: str
+    computed_at: str | None  # ISO 8601
+    age_seconds: float | None
+    rankings_not_included: int
+    report: AgreementReportRecord | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "computed_at": self.computed_at,
+            "age_seconds": self.age_seconds,
+            "rankings_not_included": self.rankings_not_included,
+            "report": self.report.to_json() if self.report is not None else None,
+        }
+
+
+def agreement_report_latest(*, project: Project) -> LatestReport:
     """The stored report with how fresh it is: computed when, and how many rankings it has not seen."""
     report = AgreementReport.objects.filter(project=project).first()
     newest = Ranking.objects.filter(response_set__project=project).aggregate(m=Max("id"))["m"] or 0
     if report is None:
         unseen = Ranking.objects.filter(response_set__project=project).count()
-        return {
-            "status": "missing",
-            "computed_at": None,
-            "age_seconds": None,
-            "rankings_not_included": unseen,
-            "report": None,
-        }
+        return LatestReport("missing", None, None, unseen, None)
     unseen = Ranking.objects.filter(response_set__project=project, id__gt=report.last_ranking_id).count()
-    return {
-        "status": "fresh" if report.last_ranking_id >= newest else "stale",
-        "computed_at": report.computed_at.isoformat(),
-        "age_seconds": round((timezone.now() - report.computed_at).total_seconds(), 1),
-        "rankings_not_included": unseen,
-        "report": report.data,
-    }
+    return LatestReport(
+        status="fresh" if report.last_ranking_id >= newest else "stale",
+        computed_at=report.computed_at.isoformat(),
+        age_seconds=round((timezone.now() - report.computed_at).total_seconds(), 1),
+        rankings_not_included=unseen,
+        report=AgreementReportRecord.from_json(report.data),
+    )
 
 
-def agreement_table_csv(*, report: dict[str, Any], table: str) -> str:
+def agreement_table_csv(*, report: AgreementReportRecord, table: str) -> str:
     """One table of a report as CSV."""
-    rows = report.get(table) or []
+    rows = report.table(table)
     out = io.StringIO()
-    columns = CSV_COLUMNS[table]
-    extra = [key for key in (rows[0] if rows else {}) if key not in columns]
-    writer = csv.DictWriter(out, fieldnames=columns + sorted(extra))
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS[table])
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
@@ -106,10 +121,9 @@ def labeler_standing(*, project: Project, labeler_ids: list[int]) -> dict[int, d
     return out
 
 
-def _latest_low_w(project: Project) -> dict[int, float]:
+def _latest_low_w(project: Project) -> dict[int, float | None]:
     report = AgreementReport.objects.filter(project=project).only("data").first()
-    rows = (report.data or {}).get("low_agreement_sets", []) if report is not None else []
-    return {int(row["response_set_id"]): row["kendall_w"] for row in rows}
+    return AgreementReportRecord.from_json(report.data).low_w if report is not None else {}
 
 
 def _excerpt(text: str, limit: int = 140) -> str:

@@ -45,22 +45,23 @@ def agreement_report_refresh(*, project: Project, force: bool = False) -> Agreem
         return None
     started = time.perf_counter()
     result = project_quality(project=project, bootstrap=settings.QUALITY_BOOTSTRAP_RESAMPLES)
+    record = result.record
     with transaction.atomic():
         _store_consensus(project=project, consensus=result.consensus)
         _store_labeler_quality(project=project, labelers=result.labelers)
-        low = [row["response_set_id"] for row in result.report["low_agreement_sets"]]
+        low = [row.response_set_id for row in record.low_agreement_sets]
         ResponseSet.objects.filter(project=project, id__in=low, review_state="").update(
             review_state=ReviewState.NEEDS_REVIEW
         )
         report = AgreementReport.objects.create(
-            project=project, last_ranking_id=last_ranking, seconds=time.perf_counter() - started, data=result.report
+            project=project, last_ranking_id=last_ranking, seconds=time.perf_counter() - started, data=record.to_json()
         )
         stale = AgreementReport.objects.filter(project=project).values_list("id", flat=True)[KEEP_REPORTS:]
         AgreementReport.objects.filter(id__in=list(stale)).delete()
     logger.info(
         "quality of project %s: %d comparisons in %.2f s",
         project.pk,
-        result.report["n_comparisons"],
+        record.n_comparisons,
         report.seconds,
     )
     return report
@@ -214,11 +215,14 @@ def response_set_make_gold(
     if ranks is None:
         consensus = ResponseSetConsensus.objects.filter(response_set=response_set).first()
         if consensus is None:
-            raise Conflict("ranks: this set has no consensus yet; give a reference ranking.", code="no_consensus")
+            raise Conflict(
+                "this set has no consensus yet; give a reference ranking.", field="ranks", code="no_consensus"
+            )
         if not rules.consensus_good_as_gold(consensus.confidence, response_set.project.qualification_threshold):
             raise Conflict(
-                f"ranks: the consensus confidence {consensus.confidence:.2f} is below "
+                f"the consensus confidence {consensus.confidence:.2f} is below "
                 f"{response_set.project.qualification_threshold:.2f}; give a reference ranking.",
+                field="ranks",
                 code="consensus_too_weak",
             )
         ranks = consensus.ranks
@@ -226,7 +230,7 @@ def response_set_make_gold(
     try:
         reference = rules.ranks_validate(ranks, response_ids, response_set.project.k)
     except rules.RuleViolation as exc:
-        raise ApplicationError(str(exc), code=exc.code, errors=[{"field": exc.field, "message": exc.message}]) from None
+        raise ApplicationError(exc.message, field=exc.field, code=exc.code) from None
     clean = {str(k): v for k, v in reference.items()}
     before = {"is_gold": response_set.is_gold, "gold_ranks": response_set.gold_ranks}
     response_set.is_gold = True
@@ -248,7 +252,7 @@ def response_set_make_gold(
 def review_accept(*, response_set: ResponseSet, ranking: Ranking, actor: AuthUser | None) -> ResponseSetConsensus:
     """An admin (``actor``) takes one labeler's ranking as the set's consensus; one audit row."""
     if ranking.response_set_id != response_set.pk:
-        raise ApplicationError("ranking_id: that ranking belongs to another response set.", code="invalid")
+        raise ApplicationError("that ranking belongs to another response set.", field="ranking_id", code="invalid")
     previous = ResponseSetConsensus.objects.filter(response_set=response_set).first()
     before = (
         {}

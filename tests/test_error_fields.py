@@ -126,3 +126,33 @@ def test_the_service_refuses_a_loop_setting_over_its_bound_and_the_form_has_the_
     assert getattr(loop_settings_update(project=project, **{setting: bound}), setting) == bound
     assert getattr(loop_settings_get(project=project), setting) == bound
     assert LoopSettingsForm.base_fields[setting].max_value == bound
+
+
+def test_the_quality_api_names_the_field_as_data_with_the_same_detail(client_for, admin_user):
+    from tests.factories import response_set_create
+
+    project = ProjectFactory(k=2)
+    response_set = response_set_create(project=project)
+    client = client_for(admin_user)
+    answer = client.post(
+        f"/api/v1/projects/{project.pk}/response-sets/{response_set.pk}/review/accept/",
+        {"ranking_id": 987654},
+        format="json",
+    )
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {
+            "detail": "ranking_id: ranking 987654 not found.",
+            "code": "invalid",
+            "errors": [{"field": "ranking_id", "message": "ranking 987654 not found."}],
+        },
+    )
+    answer = client.get(f"/api/v1/projects/{project.pk}/agreement/nope.csv")
+    message = (
+        "must be one of by_labeler, by_labeler_pair, by_guideline_version, by_tag, over_time, low_agreement_sets, "
+        "got 'nope'."
+    )
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {"detail": f"table: {message}", "code": "invalid", "errors": [{"field": "table", "message": message}]},
+    )

@@ -24,24 +24,24 @@ from frontend.views.common import current_user, is_admin, is_htmx, role_required
 from labelers.models import Role
 from quality import selectors as quality_selectors
 from quality import services as quality_services
-from quality.agreement import LOW_AGREEMENT_W
 from quality.models import QualificationState
+from quality.records import AgreementReportRecord, LabelerRow
+from quality.selectors import LatestReport
 from quality.tasks import agreement_refresh
 
 logger = logging.getLogger(__name__)
 
-# (report key, label, format, what the note counts)
+# (headline statistic, label, format, what its count counts)
 HEADLINE = (
-    ("percent_agreement", "Percent agreement", pct, "pairs", "label pairs"),
-    ("percent_agreement_no_ties", "Percent agreement without ties", pct, "pairs", "label pairs"),
-    ("krippendorff_alpha_ordinal", "Krippendorff's α (ordinal)", num, "", ""),
-    ("krippendorff_alpha_interval_ranks", "Krippendorff's α (interval, on ranks)", num, "", ""),
-    ("fleiss_kappa", "Fleiss' κ", num, "raters", "raters per pair"),
-    ("kendall_w_mean", "Mean Kendall's W", num, "sets", "sets"),
-    ("kendall_tau_mean", "Mean Kendall's τ", num, "ranking_pairs", "ranking pairs"),
-    ("consensus_confidence_mean", "Consensus confidence", pct, "", ""),
+    ("percent_agreement", "Percent agreement", pct, "label pairs"),
+    ("percent_agreement_no_ties", "Percent agreement without ties", pct, "label pairs"),
+    ("krippendorff_alpha_ordinal", "Krippendorff's α (ordinal)", num, ""),
+    ("krippendorff_alpha_interval_ranks", "Krippendorff's α (interval, on ranks)", num, ""),
+    ("fleiss_kappa", "Fleiss' κ", num, "raters per pair"),
+    ("kendall_w_mean", "Mean Kendall's W", num, "sets"),
+    ("kendall_tau_mean", "Mean Kendall's τ", num, "ranking pairs"),
+    ("consensus_confidence_mean", "Consensus confidence", pct, ""),
 )
-POSITION_BIAS_WARN = 0.15  # how far from 0.5 the first-shown win rate may drift before it is marked
 REVIEW_STATES = {
     "needs_review": "Needs review",
     "more_labels": "More labels asked",
@@ -49,51 +49,50 @@ REVIEW_STATES = {
 }
 
 
-def headline_items(report: dict[str, Any]) -> list[dict[str, str]]:
+def headline_items(report: AgreementReportRecord) -> list[dict[str, str]]:
     """The headline statistics as display strings, with their 95% interval where the report has one."""
-    head = report.get("headline") or {}
     items = []
-    for key, label, fmt, count_key, count_label in HEADLINE:
-        entry = head.get(key)
-        if entry is None:
+    for key, label, fmt, count_label in HEADLINE:
+        stat = report.headline.get(key)
+        if stat is None:
             continue
-        ci = entry.get("ci95")
+        ci = stat.ci95
         items.append(
             {
                 "key": key,
                 "label": label,
-                "value": fmt(entry.get("value")),
+                "value": fmt(stat.value),
                 "ci": f"95% CI {fmt(ci[0])} – {fmt(ci[1])}" if ci else "",
-                "note": f"{entry[count_key]} {count_label}" if count_key and count_key in entry else "",
+                "note": f"{stat.count} {count_label}" if stat.count is not None else "",
             }
         )
     return items
 
 
-def freshness_text(latest: dict[str, Any]) -> str:
+def freshness_text(latest: LatestReport) -> str:
     """``computed 3 min ago, 12 rankings not included yet``."""
     from frontend.templatetags.frontend_tags import ago
 
-    if latest["status"] == "missing":
-        waiting = latest["rankings_not_included"]
+    if latest.status == "missing":
+        waiting = latest.rankings_not_included
         return f"not computed yet, {waiting} ranking{'s' if waiting != 1 else ''} waiting"
-    text = f"computed {ago(latest['age_seconds'])}"
-    unseen = latest["rankings_not_included"]
+    text = f"computed {ago(latest.age_seconds)}"
+    unseen = latest.rankings_not_included
     if unseen:
         return f"{text}, {unseen} ranking{'s' if unseen != 1 else ''} not included yet"
     return f"{text}, includes every ranking"
 
 
-def _freshness_context(project: Project, latest: dict[str, Any]) -> dict[str, Any]:
-    computed_at = parse_datetime(latest["computed_at"]) if latest["computed_at"] else None
+def _freshness_context(project: Project, latest: LatestReport) -> dict[str, Any]:
+    computed_at = parse_datetime(latest.computed_at) if latest.computed_at else None
     return {"project": project, "latest": latest, "freshness": freshness_text(latest), "computed_at": computed_at}
 
 
-def _heatmap(report: dict[str, Any], project: Project) -> dict[str, Any]:
-    labelers = [(row["labeler_id"], row["username"]) for row in report.get("by_labeler", [])]
+def _heatmap(report: AgreementReportRecord, project: Project) -> dict[str, Any]:
+    labelers = [(row.labeler_id, row.username) for row in report.by_labeler]
     cells = {}
-    for row in report.get("by_labeler_pair", []):
-        cells[(row["a"], row["b"])] = cells[(row["b"], row["a"])] = row
+    for row in report.by_labeler_pair:
+        cells[(row.a, row.b)] = cells[(row.b, row.a)] = row
     base = reverse("frontend:quality_sets", kwargs={"project_id": project.pk})
     rows = []
     for a, name in labelers:
@@ -103,10 +102,10 @@ def _heatmap(report: dict[str, Any], project: Project) -> dict[str, Any]:
             line.append(
                 {
                     "self": a == b,
-                    "value": cell["percent_agreement"] if cell else None,
-                    "pairs": cell["pairs"] if cell else 0,
-                    "kappa": cell.get("cohens_kappa") if cell else None,
-                    "color": charts.heat_color(cell["percent_agreement"] if cell else None),
+                    "value": cell.percent_agreement if cell else None,
+                    "pairs": cell.pairs if cell else 0,
+                    "kappa": cell.cohens_kappa if cell else None,
+                    "color": charts.heat_color(cell.percent_agreement if cell else None),
                     "href": f"{base}?pair={min(a, b)}-{max(a, b)}" if cell else "",
                     "title": f"{name} and {other}",
                 }
@@ -115,26 +114,23 @@ def _heatmap(report: dict[str, Any], project: Project) -> dict[str, Any]:
     return {"labelers": [name for _, name in labelers], "rows": rows}
 
 
-def _labeler_row(row: dict[str, Any], standing: dict[str, Any], project: Project) -> dict[str, Any]:
-    bias = row.get("position_bias")
-    reliability = row.get("reliability")
-    qualification = row.get("qualification") or QualificationState.NOT_REQUIRED
-    threshold = project.reliability_threshold
+def _labeler_row(row: LabelerRow, standing: dict[str, Any], project: Project) -> dict[str, Any]:
+    """The report's row of one labeler (``figures``) with their standing now."""
+    failed = row.qualification == QualificationState.FAILED
     return {
-        **row,
+        "figures": row,
         "standing": standing,
-        "qualification_label": QualificationState(qualification).label,
-        "failed": qualification == QualificationState.FAILED,
-        "bias_warn": bias is not None and abs(bias - 0.5) > POSITION_BIAS_WARN,
-        "reliability_warn": bool(threshold) and reliability is not None and reliability < threshold,
-        "can_override": standing["auto_paused"] or qualification == QualificationState.FAILED,
+        "qualification_label": QualificationState(row.qualification).label,
+        "failed": failed,
+        "reliability_warn": row.reliability_below(project.reliability_threshold),
+        "can_override": standing["auto_paused"] or failed,
     }
 
 
-def _labeler_rows(report: dict[str, Any], project: Project) -> list[dict[str, Any]]:
-    rows = report.get("by_labeler", [])
-    standing = quality_selectors.labeler_standing(project=project, labeler_ids=[row["labeler_id"] for row in rows])
-    return [_labeler_row(row, standing[row["labeler_id"]], project) for row in rows]
+def _labeler_rows(report: AgreementReportRecord, project: Project) -> list[dict[str, Any]]:
+    rows = report.by_labeler
+    standing = quality_selectors.labeler_standing(project=project, labeler_ids=[row.labeler_id for row in rows])
+    return [_labeler_row(row, standing[row.labeler_id], project) for row in rows]
 
 
 def _csv_links(project: Project) -> list[tuple[str, str]]:
@@ -149,14 +145,14 @@ def quality_index(request: HttpRequest) -> HttpResponse:
     rows = []
     for project in selectors.project_list():
         latest = quality_selectors.agreement_report_latest(project=project)
-        head = (latest["report"] or {}).get("headline") or {}
+        head = latest.report.headline if latest.report is not None else None
         rows.append(
             {
                 "project": project,
                 "latest": latest,
                 "freshness": freshness_text(latest),
-                "agreement": (head.get("percent_agreement") or {}).get("value"),
-                "kendall_w": (head.get("kendall_w_mean") or {}).get("value"),
+                "agreement": head.percent_agreement.value if head and head.percent_agreement else None,
+                "kendall_w": head.kendall_w_mean.value if head and head.kendall_w_mean else None,
                 "review": quality_selectors.review_counts(project=project)["needs_review"],
             }
         )
@@ -165,23 +161,23 @@ def quality_index(request: HttpRequest) -> HttpResponse:
 
 def _quality_context(request: HttpRequest, project: Project) -> dict[str, Any]:
     latest = quality_selectors.agreement_report_latest(project=project)
-    report = latest["report"] or {}
-    overall = ((report.get("headline") or {}).get("percent_agreement") or {}).get("value")
+    report = latest.report if latest.report is not None else AgreementReportRecord()
+    overall = report.headline.percent_agreement
     sets_url = reverse("frontend:quality_sets", kwargs={"project_id": project.pk})
-    versions = report.get("by_guideline_version", [])
+    versions = report.by_guideline_version
     return {
         **_freshness_context(project, latest),
         "section": "quality",
-        "report": report,
+        "report": latest.report,
         "headline": headline_items(report),
-        "over_time": charts.agreement_over_time(report.get("over_time", []), overall=overall),
+        "over_time": charts.agreement_over_time(report.over_time, overall=overall.value if overall else None),
         "by_version": charts.agreement_bars(
             [
                 (
-                    f"v{row['version']}" if row["version"] else "none",
-                    row["percent_agreement"],
-                    row["pairs"],
-                    f"{sets_url}?version={row['version'] or 0}",
+                    f"v{row.version}" if row.version else "none",
+                    row.percent_agreement,
+                    row.pairs,
+                    f"{sets_url}?version={row.version or 0}",
                 )
                 for row in versions
             ]
@@ -189,7 +185,7 @@ def _quality_context(request: HttpRequest, project: Project) -> dict[str, Any]:
         "versions": versions,
         "heatmap": _heatmap(report, project),
         "labelers": _labeler_rows(report, project),
-        "tags": report.get("by_tag", []),
+        "tags": report.by_tag,
         "csv_links": _csv_links(project),
         "review": quality_selectors.review_counts(project=project),
         "can_act": is_admin(request),
@@ -239,8 +235,8 @@ def quality_override(request: HttpRequest, project_id: int, user_id: int) -> Htt
     name = user.get_username()
     notice = f"{name} may work on '{project.name}' again." if override else f"Override for {name} withdrawn."
     if is_htmx(request):
-        report = quality_selectors.agreement_report_latest(project=project)["report"] or {}
-        row = next((r for r in report.get("by_labeler", []) if r["labeler_id"] == user.pk), None)
+        report = quality_selectors.agreement_report_latest(project=project).report
+        row = report.labeler(user.pk) if report is not None else None
         if row is None:
             raise NotFound(f"{name} has no figures in this project's report.")
         standing = quality_selectors.labeler_standing(project=project, labeler_ids=[user.pk])[user.pk]
@@ -304,7 +300,7 @@ def review_queue(request: HttpRequest, project_id: int) -> HttpResponse:
     state = request.GET.get("state", ReviewState.NEEDS_REVIEW)
     if state not in REVIEW_STATES:
         raise ApplicationError(f"state: must be one of {', '.join(REVIEW_STATES)}, got {state!r}.", code="invalid")
-    report = quality_selectors.agreement_report_latest(project=project)["report"] or {}
+    report = quality_selectors.agreement_report_latest(project=project).report or AgreementReportRecord()
     context = {
         "project": project,
         "section": "quality",
@@ -312,7 +308,7 @@ def review_queue(request: HttpRequest, project_id: int) -> HttpResponse:
         "states": REVIEW_STATES,
         "counts": quality_selectors.review_counts(project=project),
         "rows": quality_selectors.review_queue(project=project, state=state),
-        "threshold": report.get("kendall_w_threshold", LOW_AGREEMENT_W),
+        "threshold": report.review_threshold,
     }
     return render(request, "frontend/quality/review_queue.html", context)
 

@@ -140,8 +140,8 @@ def test_quality_page_shows_the_report_for_admins_and_ml_engineers(worked, make_
     _, l1, l2 = worked.labelers
     assert f'?pair={l1.pk}-{l2.pk}" hx-target="#drilldown" hx-swap="innerHTML show:top">33%</a>' in page
 
-    rows = {row["username"]: row for row in response.context["labelers"]}
-    assert [rows[name]["percent_agreement"] for name in ("l0", "l1", "l2")] == [round(6 / 9, 6), round(5 / 9, 6), 0.5]
+    rows = {row["figures"].username: row["figures"] for row in response.context["labelers"]}
+    assert [rows[name].percent_agreement for name in ("l0", "l1", "l2")] == [round(6 / 9, 6), round(5 / 9, 6), 0.5]
     table = _text(page[page.index('id="labeler-quality"') :])
     assert "l2 1 50.0% 6" in table
     assert ("Let back in" in page) is False

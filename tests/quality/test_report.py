@@ -97,6 +97,11 @@ def test_refresh_stores_once_and_the_api_says_how_fresh(worked, client_for, ml_e
     body = client.get(f"/api/v1/projects/{worked.pk}/agreement/").json()
     assert (body["status"], body["rankings_not_included"]) == ("fresh", 0)
     assert body["report"]["headline"]["percent_agreement"]["value"] == round(7 / 12, 6)
+    # The refresh stores the record (version 1, the computation's keys); the API returns it as stored.
+    stored = AgreementReport.objects.get().data
+    assert stored["version"] == 1
+    assert set(stored) - {"version"} == set(project_report(project=worked, bootstrap=50))
+    assert body["report"] == stored
     csv_response = client.get(f"/api/v1/projects/{worked.pk}/agreement/by_labeler.csv")
     assert csv_response.status_code == 200
     lines = csv_response.content.decode().splitlines()
