@@ -9,7 +9,7 @@ the order the computation (``quality.agreement``, ``quality.report``) produces t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from quality.agreement import LOW_AGREEMENT_W
@@ -120,22 +120,21 @@ class Headline:
 # --- the tables -----------------------------------------------------------------------------------
 
 
+class _Row:
+    """A table row: stored as its fields, in their order."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class VersionRow:
+class VersionRow(_Row):
     """Agreement on the label pairs made under one guideline version (None: no guideline)."""
 
     version: int | None
     percent_agreement: float | None
     pairs: int
     comparisons: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "percent_agreement": self.percent_agreement,
-            "pairs": self.pairs,
-            "comparisons": self.comparisons,
-        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VersionRow:
@@ -148,16 +147,13 @@ class VersionRow:
 
 
 @dataclass(frozen=True)
-class TagRow:
+class TagRow(_Row):
     """Agreement on the sets whose prompt has one tag."""
 
     tag: str
     percent_agreement: float | None
     pairs: int
     sets: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"tag": self.tag, "percent_agreement": self.percent_agreement, "pairs": self.pairs, "sets": self.sets}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TagRow:
@@ -170,7 +166,7 @@ class TagRow:
 
 
 @dataclass(frozen=True)
-class LabelerRow:
+class LabelerRow(_Row):
     """One labeler: agreement with the others, their figures (None before the labeler figures were
     stored) and their gold standing when the report was computed."""
 
@@ -199,25 +195,6 @@ class LabelerRow:
         """Below the project's reliability threshold (never when it has none)."""
         return bool(threshold) and self.reliability is not None and self.reliability < (threshold or 0.0)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "labeler_id": self.labeler_id,
-            "username": self.username,
-            "percent_agreement": self.percent_agreement,
-            "pairs": self.pairs,
-            "comparisons": self.comparisons,
-            "rankings": self.rankings,
-            "reliability": self.reliability,
-            "agreement_with_consensus": self.agreement_with_consensus,
-            "position_bias": self.position_bias,
-            "fast_items": self.fast_items,
-            "intransitive_cycles": self.intransitive_cycles,
-            "median_time_ms": self.median_time_ms,
-            "gold_items": self.gold_items,
-            "gold_accuracy": self.gold_accuracy,
-            "qualification": self.qualification,
-        }
-
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabelerRow:
         labeler_id = _count(data.get("labeler_id"))
@@ -241,7 +218,7 @@ class LabelerRow:
 
 
 @dataclass(frozen=True)
-class LabelerPairRow:
+class LabelerPairRow(_Row):
     """Two labelers (``a`` < ``b``) on the label pairs both decided; Cohen's kappa once they share
     enough of them (``quality.agreement.MIN_PAIR_OVERLAP``)."""
 
@@ -250,15 +227,6 @@ class LabelerPairRow:
     percent_agreement: float | None
     pairs: int
     cohens_kappa: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "a": self.a,
-            "b": self.b,
-            "percent_agreement": self.percent_agreement,
-            "pairs": self.pairs,
-            "cohens_kappa": self.cohens_kappa,
-        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabelerPairRow:
@@ -272,15 +240,12 @@ class LabelerPairRow:
 
 
 @dataclass(frozen=True)
-class DayRow:
+class DayRow(_Row):
     """Agreement on the label pairs completed on one day (ISO date)."""
 
     date: str
     percent_agreement: float | None
     pairs: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"date": self.date, "percent_agreement": self.percent_agreement, "pairs": self.pairs}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DayRow:
@@ -292,14 +257,11 @@ class DayRow:
 
 
 @dataclass(frozen=True)
-class LowSetRow:
+class LowSetRow(_Row):
     """A response set whose Kendall's W is below the review threshold."""
 
     response_set_id: int
     kendall_w: float | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"response_set_id": self.response_set_id, "kendall_w": self.kendall_w}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LowSetRow:
