@@ -31,7 +31,8 @@ from typing import Any
 from django.db import connection, transaction
 
 from annotation import rules
-from annotation.models import Comparison, Project, Prompt, Response
+from annotation.models import Project, Prompt, Response
+from annotation.selectors import preference_comparisons
 from config.exceptions import ApplicationError
 from quality.models import LabelerQuality, ResponseSetConsensus
 
@@ -153,7 +154,7 @@ def _preference_rows(
     if split is not None and split not in ("train", "val", "test"):
         raise ApplicationError(f"split: must be train, val or test, got {split!r}.", code="invalid")
     conversational = _is_conversational(project)
-    comparisons = Comparison.objects.filter(response_set__project=project)
+    comparisons = preference_comparisons(project=project)
     if split:
         comparisons = comparisons.filter(response_set__prompt__split=split)
     stream = comparisons.order_by("response_set_id", "response_a_id", "response_b_id", "id").values_list(*_FIELDS)

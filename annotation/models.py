@@ -214,6 +214,10 @@ class ResponseSet(models.Model):
     is_gold = models.BooleanField(default=False)
     gold_ranks = models.JSONField(null=True, blank=True)
     review_state = models.CharField(max_length=16, choices=ReviewState.choices, default="", blank=True)
+    # A set of a blind human evaluation of two policies: ranked like any other, never reward-model data.
+    evaluation = models.ForeignKey(
+        "rlhf.Evaluation", null=True, blank=True, on_delete=models.PROTECT, related_name="response_sets"
+    )
 
     class Meta:
         ordering = ["id"]

@@ -47,6 +47,14 @@ def ranking_pairs(ranks: Mapping[int, int]) -> list[tuple[int, int, str, int]]:
     ]
 
 
+def pair_points(outcome: str, *, for_a: bool) -> float:
+    """A pair's outcome as points for one of its responses (``a`` with ``for_a``, else ``b``): a win
+    is 1, a tie half, a loss 0. Win rates and the model leaderboard count votes this way."""
+    if outcome == OUTCOME_TIE:
+        return 0.5
+    return 1.0 if (outcome == OUTCOME_A) == for_a else 0.0
+
+
 def pair_count(k: int) -> int:
     """C(K,2): the comparisons one ranking of K responses gives."""
     return k * (k - 1) // 2

@@ -30,6 +30,13 @@ from labelers.selectors import user_role
 from labelers.types import AuthUser
 
 
+def preference_comparisons(*, project: Project) -> QuerySet[Comparison]:
+    """The comparisons that are preference data (reward-model training, the export, the retrain
+    schedule): all of a project's but those of human-evaluation sets, which judge models and never
+    train them."""
+    return Comparison.objects.filter(response_set__project=project, response_set__evaluation__isnull=True)
+
+
 def project_list(*, active_only: bool = False) -> QuerySet[Project]:
     qs = Project.objects.select_related("current_guideline").order_by("id")
     return qs.filter(is_active=True) if active_only else qs

@@ -10,6 +10,7 @@ class AuditAction(models.TextChoices):
     MODEL_PROMOTE = "model.promote", "Model promoted"
     MODEL_ROLLBACK = "model.rollback", "Model rolled back"
     GATE_VERDICT = "gate.verdict", "Gate verdict"
+    EVALUATION_START = "evaluation.start", "Human evaluation started"
     LABELER_PAUSE = "labeler.pause", "Labeler paused"
     LABELER_RESUME = "labeler.resume", "Labeler resumed"
     ROLE_CHANGE = "user.role", "Role changed"

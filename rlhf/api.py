@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
@@ -13,9 +16,13 @@ from annotation.params import parse_id
 from annotation.selectors import project_get
 from config.exceptions import ApplicationError
 from labelers.permissions import IsAdmin, IsStaff
-from rlhf.models import LoopSettings, ModelKind, ModelVersion, RunKind, TrainingRun
+from rlhf.models import Evaluation, LoopSettings, ModelKind, ModelVersion, RunKind, TrainingRun
 from rlhf.records import ModelMetrics, RunSummary
 from rlhf.selectors import (
+    evaluation_get,
+    evaluation_list,
+    evaluation_report,
+    leaderboard,
     model_version_get,
     model_version_lineage,
     model_versions_compare,
@@ -23,6 +30,7 @@ from rlhf.selectors import (
     training_run_get,
     training_run_list,
 )
+from rlhf.services.evaluations import evaluation_start
 from rlhf.services.loop_settings import loop_settings_get, loop_settings_update
 from rlhf.services.registry import model_version_promote, model_version_register, model_version_rollback
 from rlhf.services.runs import training_run_cancel, training_run_start
@@ -232,6 +240,12 @@ class LoopSettingsOutput(serializers.ModelSerializer):
             "ppo_max_kl",
             "ppo_require_improvement",
             "generate_prompts",
+            "reward_margin",
+            "human_eval",
+            "human_eval_prompts",
+            "human_eval_min_votes",
+            "human_eval_threshold",
+            "human_eval_timeout_hours",
             "max_response_tokens",
             "sft_data_path",
             "reward_config",
@@ -251,6 +265,12 @@ class LoopSettingsApi(APIView):
         ppo_max_kl = serializers.FloatField(required=False)
         ppo_require_improvement = serializers.BooleanField(required=False)
         generate_prompts = serializers.IntegerField(required=False)
+        reward_margin = serializers.FloatField(required=False)
+        human_eval = serializers.BooleanField(required=False)
+        human_eval_prompts = serializers.IntegerField(required=False)
+        human_eval_min_votes = serializers.IntegerField(required=False)
+        human_eval_threshold = serializers.FloatField(required=False)
+        human_eval_timeout_hours = serializers.IntegerField(required=False)
         max_response_tokens = serializers.IntegerField(required=False)
         sft_data_path = serializers.CharField(required=False, allow_blank=True, max_length=1000)
         reward_config = serializers.JSONField(required=False)
@@ -274,3 +294,115 @@ class LoopSettingsApi(APIView):
         serializer.is_valid(raise_exception=True)
         loop = loop_settings_update(project=project_get(project_id=project_id), **serializer.validated_data)
         return Response(LoopSettingsOutput(loop).data)
+
+
+class EvaluationOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    project_id = serializers.IntegerField()
+    candidate_id = serializers.IntegerField()
+    candidate = serializers.CharField(source="candidate.name")
+    baseline_id = serializers.IntegerField()
+    baseline = serializers.CharField(source="baseline.name")
+    status = serializers.CharField()
+    run_id = serializers.IntegerField(allow_null=True)
+    gated_run_id = serializers.IntegerField(allow_null=True)
+    prompts = serializers.IntegerField()
+    min_votes = serializers.IntegerField()
+    threshold = serializers.FloatField()
+    timeout_hours = serializers.IntegerField()
+    deadline = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    decided_at = serializers.DateTimeField(allow_null=True)
+    report = serializers.SerializerMethodField()
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_report(self, evaluation: Evaluation) -> dict[str, Any] | None:
+        """The verdict with its figures (live while votes arrive): the gate, per-tag win rates, samples."""
+        if evaluation.status == "generating" or (not evaluation.is_open and "gate" not in evaluation.verdict):
+            return None
+        return evaluation_report(evaluation=evaluation).to_json()
+
+
+class EvaluationListCreateApi(APIView):
+    """A project's human evaluations; POST starts one (the baseline defaults to the promoted policy)."""
+
+    permission_classes = [IsStaff]
+
+    class InputSerializer(serializers.Serializer):
+        candidate = serializers.IntegerField(help_text="The model version id of the candidate policy.")
+        baseline = serializers.IntegerField(
+            required=False, allow_null=True, help_text="The baseline policy; default: the promoted one."
+        )
+
+    @extend_schema(responses=EvaluationOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        evaluations = evaluation_list(project=project_get(project_id=project_id))[:100]
+        return Response(EvaluationOutput(evaluations, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: EvaluationOutput})
+    def post(self, request: Request, project_id: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        project = project_get(project_id=project_id)
+        versions = {}
+        for name in ("candidate", "baseline"):
+            version_id = serializer.validated_data.get(name)
+            if version_id is None:
+                continue
+            version = ModelVersion.objects.filter(pk=version_id).first()
+            if version is None:
+                raise ApplicationError(f"model version {version_id} not found.", code="invalid", field=name)
+            versions[name] = version
+        evaluation = evaluation_start(
+            project=project, candidate=versions["candidate"], baseline=versions.get("baseline"), actor=request.user
+        )
+        return Response(EvaluationOutput(evaluation).data, status=status.HTTP_201_CREATED)
+
+
+class EvaluationDetailApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=EvaluationOutput)
+    def get(self, request: Request, evaluation_id: int) -> Response:
+        return Response(EvaluationOutput(evaluation_get(evaluation_id=evaluation_id)).data)
+
+
+class LeaderboardRowOutput(serializers.Serializer):
+    version_id = serializers.IntegerField()
+    name = serializers.CharField()
+    state = serializers.CharField()
+    rating = serializers.FloatField()
+    ci95_low = serializers.FloatField(allow_null=True)
+    ci95_high = serializers.FloatField(allow_null=True)
+    votes = serializers.IntegerField()
+    win_rate = serializers.FloatField(allow_null=True)
+
+
+LEADERBOARD_COLUMNS = list(LeaderboardRowOutput().fields)
+
+
+class LeaderboardApi(APIView):
+    """Bradley-Terry ratings (Elo scale, mean 1000) of every model version human evaluations
+    compared, from all their votes, with 95% bootstrap intervals over prompts."""
+
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=LeaderboardRowOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        rows = leaderboard(project=project_get(project_id=project_id))
+        return Response([row.to_json() for row in rows])
+
+
+class LeaderboardCsvApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
+    def get(self, request: Request, project_id: int) -> HttpResponse:
+        project = project_get(project_id=project_id)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=LEADERBOARD_COLUMNS)
+        writer.writeheader()
+        writer.writerows(row.to_json() for row in leaderboard(project=project))
+        response = HttpResponse(out.getvalue(), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="project-{project.pk}-leaderboard.csv"'
+        return response

@@ -8,7 +8,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from annotation.models import Comparison, Project, Prompt, Response
+from annotation.models import Project, Prompt, Response
+from annotation.selectors import preference_comparisons
 from quality.models import LabelerQuality
 from rlhf.models import LoopSettings
 from rlhf.sources import server_path_problem
@@ -28,7 +29,7 @@ def comparison_rows(
 ) -> tuple[list[ComparisonRow], dict[str, Any]]:
     """Every comparison of the project as ``ComparisonRow`` (chosen / rejected texts, group =
     ranking, held-out split), plus a snapshot that names exactly the data used."""
-    comparisons = Comparison.objects.filter(response_set__project=project).order_by("id")
+    comparisons = preference_comparisons(project=project).order_by("id")
     if max_id is not None:
         comparisons = comparisons.filter(id__lte=max_id)
     data = list(
@@ -111,6 +112,13 @@ def training_prompts(*, project: Project, held_out: bool = False, limit: int | N
     has_val = any(p.split in ("val", "test") for p in prompts)
     chosen = [p for p in prompts if _held_out(p.pk, p.split, has_val) == held_out]
     return chosen[:limit] if limit else chosen
+
+
+def evaluation_prompts(*, project: Project, limit: int) -> list[Prompt]:
+    """Prompts a human evaluation asks the two policies: the project's ``test`` split, else its
+    held-out prompts (those reward runs keep for validation), at most ``limit``, oldest first."""
+    test = list(Prompt.objects.filter(project=project, split="test").order_by("id")[:limit])
+    return test or training_prompts(project=project, held_out=True, limit=limit)
 
 
 SFT_ROW_SHAPES = '{"prompt", "completion"}, {"prompt", "response"} or {"messages": [...]}'

@@ -59,6 +59,7 @@ class RunKind(models.TextChoices):
     GENERATE = "generate", "Generate responses"
     REWARD = "reward", "Train reward model"
     PPO = "ppo", "PPO"
+    EVALUATE = "evaluate", "Write answers for a human evaluation"
 
 
 class RunStatus(models.TextChoices):
@@ -145,6 +146,25 @@ class LoopSettings(models.Model):
         default=True, help_text="Promote a PPO policy only if it beats the promoted one on held-out reward."
     )
     generate_prompts = models.PositiveIntegerField(default=16, help_text="Prompts per generation batch.")
+    reward_margin = models.FloatField(
+        default=0.02,
+        help_text="How far below the promoted reward model's held-out accuracy a new one may score and still "
+        "replace it; refused only when it is also significantly worse on the same pairs (McNemar, p < 0.05).",
+    )
+    human_eval = models.BooleanField(
+        default=False,
+        help_text="Promote a PPO policy only after labelers prefer it to the promoted one in a blind evaluation.",
+    )
+    human_eval_prompts = models.PositiveIntegerField(default=32, help_text="Held-out prompts per human evaluation.")
+    human_eval_min_votes = models.PositiveIntegerField(
+        default=30, help_text="Votes (one labeler's ranking of one evaluation item) before a human evaluation decides."
+    )
+    human_eval_threshold = models.FloatField(
+        default=0.5, help_text="The lower bound of the candidate's win rate (95% Wilson) must be above this."
+    )
+    human_eval_timeout_hours = models.PositiveIntegerField(
+        default=72, help_text="Hours a human evaluation waits for its votes before it ends as not promoted."
+    )
     reward_config = models.JSONField(default=dict, blank=True, help_text="Overrides of the reward-model config.")
     ppo_config = models.JSONField(default=dict, blank=True, help_text="Overrides of the PPO config.")
     generation_config = models.JSONField(default=dict, blank=True, help_text="Overrides of the generation config.")
@@ -171,3 +191,59 @@ class LoopSettings(models.Model):
 
     def __str__(self) -> str:
         return f"loop settings of {self.project}"
+
+
+class EvaluationStatus(models.TextChoices):
+    GENERATING = "generating", "Writing the answers"
+    COLLECTING = "collecting", "Collecting votes"
+    PASSED = "passed", "Passed"
+    FAILED = "failed", "Did not pass"
+    TIMED_OUT = "timed_out", "Timed out"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+EVALUATION_OPEN = (EvaluationStatus.GENERATING, EvaluationStatus.COLLECTING)
+
+
+class Evaluation(models.Model):
+    """A blind human comparison of a candidate policy with a baseline policy: both answer the same
+    held-out prompts, each prompt becomes a response set (half the answers from each, in a random
+    order, the models hidden) that labelers rank like any other item. Evaluation sets never train a
+    reward model. With ``gated_run`` (a PPO run) the candidate's promotion waits on the verdict."""
+
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="evaluations")
+    candidate = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    baseline = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=16, choices=EvaluationStatus.choices, default=EvaluationStatus.GENERATING)
+    # The run that writes the answers, and the PPO run whose promotion waits on this evaluation.
+    run = models.OneToOneField(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluation")
+    gated_run = models.ForeignKey(
+        TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="human_evaluations"
+    )
+    prompts = models.PositiveIntegerField(default=0)
+    min_votes = models.PositiveIntegerField()
+    threshold = models.FloatField()
+    timeout_hours = models.PositiveIntegerField()
+    deadline = models.DateTimeField(null=True, blank=True)  # set when the answers are written
+    verdict = models.JSONField(default=dict, blank=True)  # the HumanEvalGate record, when decided
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=EvaluationStatus.values), name="evaluation_status_valid"
+            ),
+            models.CheckConstraint(condition=~models.Q(candidate=models.F("baseline")), name="evaluation_two_models"),
+        ]
+
+    def __str__(self) -> str:
+        return f"evaluation {self.pk} ({self.status})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in EVALUATION_OPEN

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlhf.training.stats import mcnemar_one_sided, wilson_interval
+
 RECORD_VERSION = 1
 
 
@@ -27,6 +29,10 @@ def number(value: Any, digits: int = 3) -> str:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if _is_number(value) else None
 
 
 def as_number(value: Any) -> float | None:
@@ -66,10 +72,17 @@ class GateCheck:
         return {"name": self.name, "passed": self.passed, "text": self.text}
 
 
+REWARD_ALPHA = 0.05  # the significance level of the reward gate's paired test
+
+
 @dataclass(frozen=True)
 class RewardGate:
-    """A new reward model passes when its held-out accuracy is at least ``min_accuracy`` and above the
-    promoted reward model's on the same held-out pairs (when there is one)."""
+    """A new reward model passes when its held-out accuracy is at least ``min_accuracy`` and, when a
+    reward model is promoted, the promoted one (scored again on the same held-out pairs) does not
+    beat it: the new one is refused only when it trails by more than ``margin`` and the paired test
+    says so (exact one-sided McNemar on the pairs the two models decide differently, p < 0.05).
+    The new model is trained on more comparisons; a strict ``>`` near the labelers' ceiling is a
+    coin flip that keeps a stale model."""
 
     new_accuracy: float | None
     min_accuracy: float
@@ -77,6 +90,11 @@ class RewardGate:
     promoted_version: int | None = None
     human_agreement: float | None = None  # the ceiling, shown for context
     passed: bool | None = None  # None: an old row that stored no verdict
+    margin: float | None = None  # None: a row from before the paired test (a strict comparison)
+    pairs: int | None = None  # the held-out pairs both models were scored on
+    new_only: int | None = None  # pairs only the new model got right
+    old_only: int | None = None  # pairs only the promoted model got right
+    promoted_name: str | None = None
     version: int = RECORD_VERSION
     gate = "reward"
 
@@ -86,13 +104,47 @@ class RewardGate:
         *,
         new_accuracy: float | None,
         min_accuracy: float,
-        promoted_accuracy: float | None = None,
+        margin: float,
+        promoted_correct: list[bool] | None = None,
+        new_correct: list[bool] | None = None,
         promoted_version: int | None = None,
+        promoted_name: str | None = None,
         human_agreement: float | None = None,
     ) -> RewardGate:
+        """``new_correct`` / ``promoted_correct``: per held-out pair, whether each model ranks it as the
+        labeler did (the same pairs in the same order); with them the new accuracy is read off
+        ``new_correct``."""
+        promoted_accuracy = pairs = new_only = old_only = None
+        if promoted_correct is not None and new_correct:
+            if len(promoted_correct) != len(new_correct):
+                raise ValueError("promoted_correct: not the same pairs as new_correct")
+            pairs = len(new_correct)
+            new_accuracy = sum(new_correct) / pairs
+            promoted_accuracy = sum(promoted_correct) / pairs
+            new_only = sum(1 for n, o in zip(new_correct, promoted_correct, strict=True) if n and not o)
+            old_only = sum(1 for n, o in zip(new_correct, promoted_correct, strict=True) if o and not n)
         new = new_accuracy or 0.0
-        passed = new >= min_accuracy and new > (promoted_accuracy if promoted_accuracy is not None else -1.0)
-        return cls(new_accuracy, min_accuracy, promoted_accuracy, promoted_version, human_agreement, passed)
+        passed = new >= min_accuracy and not _promoted_beats(new, promoted_accuracy, margin, new_only, old_only)
+        return cls(
+            new_accuracy,
+            min_accuracy,
+            promoted_accuracy,
+            promoted_version if promoted_accuracy is not None else None,
+            human_agreement,
+            passed,
+            margin,
+            pairs,
+            new_only,
+            old_only,
+            promoted_name if promoted_accuracy is not None else None,
+        )
+
+    @property
+    def p_value(self) -> float | None:
+        """The paired test's one-sided p-value that the promoted model is the better one."""
+        if self.new_only is None or self.old_only is None:
+            return None
+        return mcnemar_one_sided(self.new_only, self.old_only)
 
     @property
     def checks(self) -> list[GateCheck]:
@@ -106,7 +158,25 @@ class RewardGate:
                     f"Held-out accuracy {percent(new)} {'≥' if ok else '<'} the minimum {percent(self.min_accuracy)}.",
                 )
             )
-            if self.promoted_accuracy is not None:
+            if self.promoted_accuracy is not None and self.margin is not None and self.p_value is not None:
+                beaten = _promoted_beats(new, self.promoted_accuracy, self.margin, self.new_only, self.old_only)
+                who = f"'{self.promoted_name}'" if self.promoted_name else f"version {self.promoted_version or '?'}"
+                out.append(
+                    GateCheck(
+                        "promoted_not_better",
+                        not beaten,
+                        f"The promoted reward model ({who}) scores {percent(self.promoted_accuracy)} on the same "
+                        f"{self.pairs} pairs ({self.new_only} right only for the new one, {self.old_only} only for "
+                        f"the promoted one; one-sided McNemar p = {self.p_value:.3f}): "
+                        + (
+                            f"it leads by more than the margin {percent(self.margin)} and significantly, so the "
+                            "new one is refused."
+                            if beaten
+                            else f"not better by more than the margin {percent(self.margin)} with p < {REWARD_ALPHA:g}."
+                        ),
+                    )
+                )
+            elif self.promoted_accuracy is not None:  # a row from before the paired test
                 ok = new > self.promoted_accuracy
                 out.append(
                     GateCheck(
@@ -117,7 +187,7 @@ class RewardGate:
                     )
                 )
             else:
-                out.append(GateCheck("beats_promoted", True, "No promoted reward model to beat."))
+                out.append(GateCheck("promoted_not_better", True, "No promoted reward model to beat."))
         if self.human_agreement is not None:
             out.append(
                 GateCheck(
@@ -140,7 +210,13 @@ class RewardGate:
             "min_accuracy": self.min_accuracy,
             "promoted_accuracy": self.promoted_accuracy,
             "promoted_version": self.promoted_version,
+            "promoted_name": self.promoted_name,
             "human_agreement": self.human_agreement,
+            "margin": self.margin,
+            "pairs": self.pairs,
+            "new_only": self.new_only,
+            "old_only": self.old_only,
+            "p_value": self.p_value,
             "passed": self.passed,
             "reason": self.reason,
             "checks": [c.to_json() for c in self.checks],
@@ -148,7 +224,8 @@ class RewardGate:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, human_agreement: float | None = None) -> RewardGate:
-        """Any stored shape; before version 1 the human agreement was only in the run's metrics."""
+        """Any stored shape; before version 1 the human agreement was only in the run's metrics, and
+        before the paired test (no ``margin``) the promoted model had to be beaten strictly."""
         return cls(
             new_accuracy=_float(data.get("new_accuracy")),
             min_accuracy=_float(data.get("min_accuracy")) or 0.0,
@@ -156,15 +233,31 @@ class RewardGate:
             promoted_version=data.get("promoted_version"),
             human_agreement=_float(data.get("human_agreement", human_agreement)),
             passed=data.get("passed"),
+            margin=_float(data.get("margin")),
+            pairs=_int(data.get("pairs")),
+            new_only=_int(data.get("new_only")),
+            old_only=_int(data.get("old_only")),
+            promoted_name=data.get("promoted_name"),
             version=int(data.get("version", 0)),
         )
+
+
+def _promoted_beats(
+    new: float, promoted: float | None, margin: float, new_only: int | None, old_only: int | None
+) -> bool:
+    """The reward gate's refusal: the promoted model leads by more than the margin, significantly."""
+    if promoted is None or new_only is None or old_only is None:
+        return False
+    return promoted - new > margin and mcnemar_one_sided(new_only, old_only) < REWARD_ALPHA
 
 
 @dataclass(frozen=True)
 class PPOGate:
     """A PPO policy passes when its mean KL to the reference is at most ``max_kl`` and, with
     ``require_improvement`` (the loop setting ppo_require_improvement), its held-out reward is above
-    the policy it started from on the same prompts."""
+    the policy it started from on the same prompts, as scored by the judge: a reward model the
+    candidate was not optimised against (the one promoted before it) when there is one, else the
+    one it was optimised against, which the verdict then says."""
 
     candidate_reward: float | None
     baseline_reward: float | None
@@ -173,6 +266,10 @@ class PPOGate:
     require_improvement: bool
     prompts: int | None = None
     passed: bool | None = None  # None: an old row that stored no verdict
+    judge: str | None = None  # the reward model that scored both policies (None: an old row)
+    judge_independent: bool | None = None  # whether PPO did not optimise against the judge
+    optimised_candidate_reward: float | None = None  # the optimised reward model's scores, for context
+    optimised_baseline_reward: float | None = None
     version: int = RECORD_VERSION
     gate = "ppo"
 
@@ -186,10 +283,34 @@ class PPOGate:
         max_kl: float,
         require_improvement: bool,
         prompts: int | None = None,
+        judge: str | None = None,
+        judge_independent: bool | None = None,
+        optimised_candidate_reward: float | None = None,
+        optimised_baseline_reward: float | None = None,
     ) -> PPOGate:
         improved = candidate_reward > baseline_reward or not require_improvement
         passed = improved and (kl is None or kl <= max_kl)
-        return cls(candidate_reward, baseline_reward, kl, max_kl, require_improvement, prompts, passed)
+        return cls(
+            candidate_reward,
+            baseline_reward,
+            kl,
+            max_kl,
+            require_improvement,
+            prompts,
+            passed,
+            judge,
+            judge_independent,
+            optimised_candidate_reward,
+            optimised_baseline_reward,
+        )
+
+    @property
+    def judge_text(self) -> str:
+        if self.judge is None:
+            return ""
+        if self.judge_independent:
+            return f"judged by reward model '{self.judge}', which PPO did not optimise against"
+        return f"judged by reward model '{self.judge}', the one PPO optimised against (no independent judge yet)"
 
     @property
     def checks(self) -> list[GateCheck]:
@@ -197,9 +318,11 @@ class PPOGate:
         cand, base = self.candidate_reward, self.baseline_reward
         if cand is not None and base is not None:
             better = cand > base
+            judged = f"; {self.judge_text}" if self.judge_text else ""
             text = (
                 f"Held-out reward {number(cand)} against {number(base)} for the policy it started from "
-                f"({'better' if better else 'not better'}; {self.prompts if self.prompts is not None else '?'} prompts)"
+                f"({'better' if better else 'not better'}; {self.prompts if self.prompts is not None else '?'} "
+                f"prompts{judged})"
             )
             if self.require_improvement:
                 out.append(GateCheck("improvement", better, f"{text}."))
@@ -210,6 +333,16 @@ class PPOGate:
             sign = "≤" if ok else ">"
             text = f"KL to the reference {number(self.kl)} {sign} the limit {number(self.max_kl)}."
             out.append(GateCheck("max_kl", ok, text))
+        oc, ob = self.optimised_candidate_reward, self.optimised_baseline_reward
+        if self.judge_independent and oc is not None and ob is not None:
+            out.append(
+                GateCheck(
+                    "optimised_reward",
+                    None,
+                    f"The reward model PPO optimised scores {number(oc)} against {number(ob)} (not deciding: a "
+                    "policy can exploit the model it was trained against).",
+                )
+            )
         return out
 
     @property
@@ -226,6 +359,10 @@ class PPOGate:
             "max_kl": self.max_kl,
             "require_improvement": self.require_improvement,
             "prompts": self.prompts,
+            "judge": self.judge,
+            "judge_independent": self.judge_independent,
+            "optimised_candidate_reward": self.optimised_candidate_reward,
+            "optimised_baseline_reward": self.optimised_baseline_reward,
             "passed": self.passed,
             "reason": self.reason,
             "checks": [c.to_json() for c in self.checks],
@@ -248,11 +385,154 @@ class PPOGate:
             require_improvement=bool(require),
             prompts=data.get("prompts"),
             passed=passed,
+            judge=data.get("judge"),
+            judge_independent=data.get("judge_independent"),
+            optimised_candidate_reward=_float(data.get("optimised_candidate_reward")),
+            optimised_baseline_reward=_float(data.get("optimised_baseline_reward")),
             version=int(data.get("version", 0)),
         )
 
 
-Gate = RewardGate | PPOGate
+@dataclass(frozen=True)
+class HumanEvalGate:
+    """A candidate policy passes a human evaluation when, with at least ``min_votes`` votes, the lower
+    end of the 95% Wilson interval of its win rate over the baseline (ties counted half) is above
+    ``threshold``. With fewer votes it waits (``passed`` None) until the deadline, where it ends as
+    not passed. A vote is one labeler's ranking of one evaluation item: the share of the item's
+    (candidate answer, baseline answer) pairs the candidate won."""
+
+    evaluation: int | None
+    candidate: str
+    baseline: str
+    votes: int
+    labelers: int
+    points: float  # the votes' summed scores: win rate = points / votes
+    min_votes: int
+    threshold: float
+    timed_out: bool = False
+    timeout_hours: int | None = None
+    passed: bool | None = None  # None: waiting for votes
+    version: int = RECORD_VERSION
+    gate = "human"
+
+    @classmethod
+    def decide(
+        cls,
+        *,
+        evaluation: int | None,
+        candidate: str,
+        baseline: str,
+        votes: int,
+        labelers: int,
+        points: float,
+        min_votes: int,
+        threshold: float,
+        timed_out: bool,
+        timeout_hours: int | None = None,
+    ) -> HumanEvalGate:
+        passed: bool | None
+        if votes >= min_votes and votes > 0:
+            passed = wilson_interval(points, votes)[0] > threshold
+        else:
+            passed = False if timed_out else None
+        return cls(
+            evaluation,
+            candidate,
+            baseline,
+            votes,
+            labelers,
+            points,
+            min_votes,
+            threshold,
+            timed_out,
+            timeout_hours,
+            passed,
+        )
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.points / self.votes if self.votes else None
+
+    @property
+    def ci95(self) -> tuple[float, float] | None:
+        return wilson_interval(self.points, self.votes) if self.votes else None
+
+    @property
+    def enough_votes(self) -> bool:
+        return self.votes >= self.min_votes and self.votes > 0
+
+    @property
+    def checks(self) -> list[GateCheck]:
+        who = f"{self.labelers} labeler{'s' if self.labelers != 1 else ''}"
+        if self.enough_votes:
+            out = [GateCheck("votes", True, f"{self.votes} votes from {who} (at least {self.min_votes} needed).")]
+        elif self.timed_out:
+            hours = f" after {self.timeout_hours} hours" if self.timeout_hours is not None else ""
+            out = [
+                GateCheck(
+                    "votes", False, f"Timed out{hours} with {self.votes} of the {self.min_votes} votes needed ({who})."
+                )
+            ]
+        else:
+            out = [GateCheck("votes", None, f"{self.votes} of the {self.min_votes} votes needed so far ({who}).")]
+        if self.votes and self.ci95 is not None:
+            low, high = self.ci95
+            above = low > self.threshold
+            text = (
+                f"Win rate of '{self.candidate}' over '{self.baseline}' {percent(self.win_rate)} "
+                f"(95% CI {percent(low)} – {percent(high)}, ties count half): the lower bound is "
+                f"{'above' if above else 'not above'} {percent(self.threshold)}."
+            )
+            out.append(GateCheck("win_rate", above if self.enough_votes else None, text))
+        return out
+
+    @property
+    def reason(self) -> str:
+        if self.passed is None:
+            return "Waiting for votes: " + " ".join(c.text for c in self.checks)
+        return _reason(self.passed, self.checks)
+
+    def to_json(self) -> dict[str, Any]:
+        ci = self.ci95
+        return {
+            "version": self.version,
+            "gate": self.gate,
+            "evaluation": self.evaluation,
+            "candidate": self.candidate,
+            "baseline": self.baseline,
+            "votes": self.votes,
+            "labelers": self.labelers,
+            "points": self.points,
+            "win_rate": self.win_rate,
+            "ci95": list(ci) if ci is not None else None,
+            "min_votes": self.min_votes,
+            "threshold": self.threshold,
+            "timed_out": self.timed_out,
+            "timeout_hours": self.timeout_hours,
+            "passed": self.passed,
+            "reason": self.reason,
+            "checks": [c.to_json() for c in self.checks],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HumanEvalGate:
+        return cls(
+            evaluation=_int(data.get("evaluation")),
+            candidate=str(data.get("candidate", "")),
+            baseline=str(data.get("baseline", "")),
+            votes=_int(data.get("votes")) or 0,
+            labelers=_int(data.get("labelers")) or 0,
+            points=_float(data.get("points")) or 0.0,
+            min_votes=_int(data.get("min_votes")) or 0,
+            threshold=_float(data.get("threshold")) or 0.0,
+            timed_out=bool(data.get("timed_out")),
+            timeout_hours=_int(data.get("timeout_hours")),
+            passed=data.get("passed"),
+            version=int(data.get("version", 0)),
+        )
+
+
+Gate = RewardGate | PPOGate | HumanEvalGate
 
 
 def _reason(passed: bool | None, checks: list[GateCheck]) -> str:
@@ -381,3 +661,128 @@ class ModelMetrics:
             gate=gate_from_json(kind, data.get("evaluation"), human_agreement=figures.get("reward/human_agreement")),
             version=int(data.get("version", 0)),
         )
+
+
+@dataclass(frozen=True)
+class TagWinRate:
+    """The candidate's win rate on the evaluation items whose prompt has one tag."""
+
+    tag: str
+    votes: int
+    points: float
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.points / self.votes if self.votes else None
+
+    @property
+    def ci95(self) -> tuple[float, float] | None:
+        return wilson_interval(self.points, self.votes) if self.votes else None
+
+    def to_json(self) -> dict[str, Any]:
+        ci = self.ci95
+        return {
+            "tag": self.tag,
+            "votes": self.votes,
+            "points": self.points,
+            "win_rate": self.win_rate,
+            "ci95": list(ci) if ci is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TagWinRate:
+        return cls(str(data.get("tag", "")), _int(data.get("votes")) or 0, _float(data.get("points")) or 0.0)
+
+
+@dataclass(frozen=True)
+class SideBySide:
+    """One evaluation item shown with both policies' first answers and how the votes went."""
+
+    prompt: Any  # text, or a list of chat messages
+    candidate: str
+    baseline: str
+    votes: int
+    points: float  # the candidate's summed vote scores on this item
+
+    @property
+    def prompt_text(self) -> str:
+        return prompt_text(self.prompt)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "candidate": self.candidate,
+            "baseline": self.baseline,
+            "votes": self.votes,
+            "points": self.points,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SideBySide:
+        return cls(
+            data.get("prompt"),
+            str(data.get("candidate", "")),
+            str(data.get("baseline", "")),
+            _int(data.get("votes")) or 0,
+            _float(data.get("points")) or 0.0,
+        )
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """A human evaluation as it stands (live while votes arrive; stored when it is decided): the
+    gate with its figures, the win rate per prompt tag, and a few items side by side."""
+
+    gate: HumanEvalGate
+    by_tag: list[TagWinRate] = field(default_factory=list)
+    samples: list[SideBySide] = field(default_factory=list)
+    version: int = RECORD_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "gate": self.gate.to_json(),
+            "by_tag": [t.to_json() for t in self.by_tag],
+            "samples": [s.to_json() for s in self.samples],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> EvaluationReport | None:
+        if not isinstance(data, dict) or not isinstance(data.get("gate"), dict):
+            return None
+        return cls(
+            gate=HumanEvalGate.from_json(data["gate"]),
+            by_tag=[TagWinRate.from_json(t) for t in data.get("by_tag") or [] if isinstance(t, dict)],
+            samples=[SideBySide.from_json(t) for t in data.get("samples") or [] if isinstance(t, dict)],
+            version=int(data.get("version", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    """One evaluated model version: its Bradley-Terry rating (Elo scale) from every evaluation vote
+    of the project, the 95% bootstrap interval, its votes and its win rate over all opponents."""
+
+    version_id: int
+    name: str
+    state: str
+    rating: float
+    ci95: tuple[float, float] | None
+    votes: int
+    points: float
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.points / self.votes if self.votes else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version_id": self.version_id,
+            "name": self.name,
+            "state": self.state,
+            "rating": self.rating,
+            "ci95_low": self.ci95[0] if self.ci95 else None,
+            "ci95_high": self.ci95[1] if self.ci95 else None,
+            "votes": self.votes,
+            "win_rate": self.win_rate,
+        }

@@ -7,11 +7,24 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from annotation.models import Project
+from annotation import rules
+from annotation.models import Comparison, Project, ResponseSetItem
 from config.exceptions import NotFound
-from rlhf.models import ModelVersion, RunStatus, TrainingRun
-from rlhf.records import PPOGate, RunSummary, Sample
-from rlhf.training.stats import win_rate
+from rlhf.models import Evaluation, ModelVersion, RunStatus, TrainingRun
+from rlhf.records import (
+    EvaluationReport,
+    HumanEvalGate,
+    LeaderboardRow,
+    PPOGate,
+    RunSummary,
+    Sample,
+    SideBySide,
+    TagWinRate,
+)
+from rlhf.training.stats import bradley_terry, bradley_terry_intervals, win_rate
+
+EVALUATION_SAMPLES = 6  # items shown side by side on an evaluation
+LEADERBOARD_RESAMPLES = 200
 
 
 def training_run_list(*, project: Project | None = None, kind: str | None = None) -> QuerySet[TrainingRun]:
@@ -204,3 +217,134 @@ def _sample_compare(
         out["b_mean_reward"] = sum(y for _, y in scored) / len(scored)
         out["win_rate"] = win_rate(scored)
     return out
+
+
+def evaluation_list(*, project: Project) -> QuerySet[Evaluation]:
+    return Evaluation.objects.filter(project=project).select_related("candidate", "baseline", "run", "gated_run")
+
+
+def evaluation_get(*, evaluation_id: int) -> Evaluation:
+    evaluation = (
+        Evaluation.objects.select_related("candidate", "baseline", "run", "gated_run", "project")
+        .filter(pk=evaluation_id)
+        .first()
+    )
+    if evaluation is None:
+        raise NotFound(f"Evaluation {evaluation_id} not found.")
+    return evaluation
+
+
+def evaluation_report(*, evaluation: Evaluation, now: Any = None) -> EvaluationReport:
+    """The evaluation as it stands from the votes so far: a vote is one labeler's ranking of one of
+    its items, scored as the share of the item's (candidate, baseline) answer pairs the candidate won
+    (ties half). The stored verdict once decided; live before."""
+    if not evaluation.is_open:
+        stored = EvaluationReport.from_json(evaluation.verdict)
+        if stored is not None:
+            return stored
+    candidate, baseline = evaluation.candidate_id, evaluation.baseline_id
+    rows = Comparison.objects.filter(response_set__evaluation=evaluation).values_list(
+        "ranking_id",
+        "labeler_id",
+        "response_set_id",
+        "response_a__model_version_id",
+        "response_b__model_version_id",
+        "outcome",
+    )
+    per_vote: dict[int, list[float]] = {}
+    vote_set: dict[int, int] = {}
+    labelers: set[int] = set()
+    for ranking_id, labeler_id, set_id, version_a, version_b, outcome in rows:
+        if {version_a, version_b} != {candidate, baseline}:
+            continue  # two answers of the same policy
+        per_vote.setdefault(ranking_id, []).append(rules.pair_points(outcome, for_a=version_a == candidate))
+        vote_set[ranking_id] = set_id
+        labelers.add(labeler_id)
+    scores = {ranking: sum(points) / len(points) for ranking, points in per_vote.items()}
+    now = now or timezone.now()
+    gate = HumanEvalGate.decide(
+        evaluation=evaluation.pk,
+        candidate=evaluation.candidate.name,
+        baseline=evaluation.baseline.name,
+        votes=len(scores),
+        labelers=len(labelers),
+        points=sum(scores.values()),
+        min_votes=evaluation.min_votes,
+        threshold=evaluation.threshold,
+        timed_out=evaluation.deadline is not None and now >= evaluation.deadline,
+        timeout_hours=evaluation.timeout_hours,
+    )
+    sets = {
+        rs.pk: rs
+        for rs in evaluation.response_sets.select_related("prompt").order_by("id")  # type: ignore[attr-defined]
+    }
+    by_tag: dict[str, list[float]] = {}
+    by_set: dict[int, list[float]] = {}
+    for ranking, score in scores.items():
+        response_set = sets[vote_set[ranking]]
+        by_set.setdefault(response_set.pk, []).append(score)
+        for tag in response_set.prompt.tags or []:
+            by_tag.setdefault(str(tag), []).append(score)
+    answers: dict[tuple[int, int], str] = {}
+    for set_id, version, text in (
+        ResponseSetItem.objects.filter(response_set_id__in=list(sets)[:EVALUATION_SAMPLES])
+        .order_by("response_set_id", "response_id")
+        .values_list("response_set_id", "response__model_version_id", "response__text")
+    ):
+        answers.setdefault((set_id, version), text)
+    samples = [
+        SideBySide(
+            prompt=rs.prompt.messages or rs.prompt.text,
+            candidate=answers.get((rs.pk, candidate), ""),
+            baseline=answers.get((rs.pk, baseline), ""),
+            votes=len(by_set.get(rs.pk, [])),
+            points=sum(by_set.get(rs.pk, [])),
+        )
+        for rs in list(sets.values())[:EVALUATION_SAMPLES]
+    ]
+    return EvaluationReport(
+        gate=gate,
+        by_tag=[TagWinRate(tag, len(v), sum(v)) for tag, v in sorted(by_tag.items())],
+        samples=samples,
+    )
+
+
+def leaderboard(*, project: Project, resamples: int = LEADERBOARD_RESAMPLES) -> list[LeaderboardRow]:
+    """Every model version of the project that human evaluations compared, rated by Bradley-Terry
+    (Elo scale, mean 1000) from all their votes: each pair of answers of two different versions that
+    a labeler ranked is one vote (ties half). The 95% intervals resample whole prompts."""
+    rows = Comparison.objects.filter(
+        response_set__project=project,
+        response_set__evaluation__isnull=False,
+        response_a__model_version__isnull=False,
+        response_b__model_version__isnull=False,
+    ).values_list("response_set__prompt_id", "response_a__model_version_id", "response_b__model_version_id", "outcome")
+    votes: list[tuple[str, str, float]] = []
+    groups: list[int] = []
+    for prompt_id, version_a, version_b, outcome in rows:
+        if version_a == version_b:
+            continue
+        votes.append((str(version_a), str(version_b), rules.pair_points(outcome, for_a=True)))
+        groups.append(prompt_id)
+    if not votes:
+        return []
+    ratings = bradley_terry(votes)
+    intervals = bradley_terry_intervals(votes, groups=groups, resamples=resamples) if resamples else {}
+    counts: dict[str, list[float]] = {}
+    for a, b, points in votes:
+        counts.setdefault(a, []).append(points)
+        counts.setdefault(b, []).append(1.0 - points)
+    versions = {str(v.pk): v for v in ModelVersion.objects.filter(pk__in=[int(k) for k in ratings])}
+    board = [
+        LeaderboardRow(
+            version_id=int(key),
+            name=versions[key].name,
+            state=versions[key].state,
+            rating=rating,
+            ci95=intervals.get(key),
+            votes=len(counts[key]),
+            points=sum(counts[key]),
+        )
+        for key, rating in ratings.items()
+    ]
+    return sorted(board, key=lambda row: (-row.rating, row.name))

@@ -22,6 +22,7 @@ from celery.worker import state as worker_state
 
 from annotation.models import Project
 from rlhf.models import RunStatus, TrainingRun
+from rlhf.services.evaluations import evaluations_check
 from rlhf.services.loop import loop_check, training_run_execute
 from rlhf.services.runs import WorkerStopping, stop_allowed, training_runs_reap, training_runs_resend
 
@@ -103,10 +104,12 @@ def train_run(run_id: int) -> str:
 
 @shared_task(name="rlhf.tasks.loop_check_all")
 def loop_check_all() -> int:
-    """Beat: send queued runs the broker never got, re-queue (or fail) runs whose worker died, and
-    start reward runs where enough new comparisons arrived."""
+    """Beat: send queued runs the broker never got, re-queue (or fail) runs whose worker died, decide
+    the human evaluations that can be decided, and start reward runs where enough new comparisons
+    arrived."""
     training_runs_resend()
     training_runs_reap()
+    evaluations_check()
     started = 0
     for project in Project.objects.filter(is_active=True):
         started += loop_check(project=project) is not None

@@ -1,6 +1,6 @@
 """Writes of the annotation app. Each function owns one write and its invariants."""
 
-from annotation.services.imports import ImportSummary, prompts_import, response_sets_build
+from annotation.services.imports import ImportSummary, prompts_import, response_sets_build, response_sets_create
 from annotation.services.leasing import assignment_lease_next, assignment_skip, leases_expire
 from annotation.services.projects import (
     guideline_acknowledge,
@@ -23,4 +23,5 @@ __all__ = [
     "ranking_submit",
     "ranking_submit_input",
     "response_sets_build",
+    "response_sets_create",
 ]

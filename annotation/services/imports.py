@@ -432,8 +432,22 @@ def response_sets_build(*, project: Project, prompt_ids: list[int] | None = None
         for prompt_id, ids in by_prompt.items()
         for start in range(0, len(ids) - project.k + 1, project.k)
     ]
+    return response_sets_create(project=project, groups=groups)
+
+
+@transaction.atomic
+def response_sets_create(
+    *, project: Project, groups: list[tuple[int, list[int]]], evaluation_id: int | None = None
+) -> int:
+    """One response set per ``(prompt id, K response ids)``, the responses in a random stored order;
+    ``evaluation_id``: the sets of that human evaluation (never reward-model data)."""
     sets = ResponseSet.objects.bulk_create(
-        [ResponseSet(project=project, prompt_id=prompt_id, required_count=project.overlap) for prompt_id, _ in groups],
+        [
+            ResponseSet(
+                project=project, prompt_id=prompt_id, required_count=project.overlap, evaluation_id=evaluation_id
+            )
+            for prompt_id, _ in groups
+        ],
         batch_size=1000,
     )
     rng = random.Random()

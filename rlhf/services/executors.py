@@ -3,21 +3,23 @@ fills in the run's data snapshot, summary and output version; ``training_run_exe
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Exists, OuterRef, Q
 
 from annotation.models import Project, Prompt, Response, ResponseOrigin
-from annotation.services import response_sets_build
-from rlhf.data import comparison_rows, prompt_rows, sft_rows_for, training_prompts
-from rlhf.models import ModelKind, ModelVersion, TrainingRun
+from annotation.services import response_sets_build, response_sets_create
+from rlhf.data import comparison_rows, evaluation_prompts, prompt_rows, sft_rows_for, training_prompts
+from rlhf.models import Evaluation, EvaluationStatus, ModelKind, ModelVersion, TrainingRun
 from rlhf.records import RECORD_VERSION, PPOGate, RewardGate, last_value
+from rlhf.services.evaluations import evaluation_answers_written
 from rlhf.services.loop_settings import PTX_WITHOUT_SFT, loop_settings_get
-from rlhf.services.registry import promoted_version
+from rlhf.services.registry import independent_judge, promoted_version
 from rlhf.services.runs import Progress, attempt_publish, run_artifact_dir, run_log
 from rlhf.training.config import GenerationConfig, PPOConfig, RewardModelConfig
 from rlhf.training.launch import Launcher, launch_ppo, launch_reward_model
@@ -78,13 +80,79 @@ def execute_generate(run: TrainingRun, progress: Progress) -> None:
     }
 
 
+def execute_evaluate(run: TrainingRun, progress: Progress) -> None:
+    """The answers of a human evaluation: the candidate (the run's policy) and the baseline (the
+    run's reference) answer the same held-out prompts with the same settings and seed; each prompt's
+    K answers (half from each, the candidate's one more when K is odd) become one response set of
+    the evaluation, which labelers rank blind. Done once: a retry after the answers exist does nothing."""
+    from rlhf.training import generate_responses  # torch and transformers: on first use
+
+    evaluation = Evaluation.objects.select_related("candidate", "baseline").get(run=run)
+    if evaluation.status != EvaluationStatus.GENERATING:
+        return
+    loop = loop_settings_get(project=run.project)
+    prompts = evaluation_prompts(project=run.project, limit=loop.human_eval_prompts)
+    if not prompts:
+        raise ValueError("prompts: the project has no held-out prompts (split test or val) to evaluate on")
+    k = run.project.k
+    per_model = {evaluation.candidate: (k + 1) // 2, evaluation.baseline: k // 2}
+    config = GenerationConfig.from_dict(run.config)
+    rows = prompt_rows(prompts=prompts)
+    progress(0, len(per_model), {})
+    answers: dict[ModelVersion, list[Any]] = {}
+    for step, (version, count) in enumerate(per_model.items(), start=1):
+        model = dataclasses.replace(
+            config.model, model_name_or_path=version.path, trust_remote_code=version.trust_remote_code
+        )
+        answers[version] = generate_responses(dataclasses.replace(config, model=model), rows, k=count)
+        progress(step, len(per_model), {})
+    with transaction.atomic():
+        groups: list[tuple[int, list[Response]]] = []
+        for index, prompt in enumerate(prompts):
+            group = [
+                Response(
+                    prompt=prompt,
+                    text=generated.text,
+                    origin=ResponseOrigin.MODEL,
+                    model_version=version,
+                    sampling={
+                        **generated.settings,
+                        "num_tokens": generated.num_tokens,
+                        "finished": generated.finished,
+                        "evaluation": evaluation.pk,
+                    },
+                )
+                for version, by_prompt in answers.items()
+                for generated in by_prompt[index]
+            ]
+            groups.append((prompt.pk, group))
+        Response.objects.bulk_create([r for _, group in groups for r in group])
+        sets = response_sets_create(
+            project=run.project,
+            groups=[(prompt_id, [r.pk for r in group]) for prompt_id, group in groups],
+            evaluation_id=evaluation.pk,
+        )
+        evaluation_answers_written(evaluation=evaluation, prompts=len(prompts))
+    run.data_snapshot = {"prompt_ids": [p.pk for p in prompts], "evaluation": evaluation.pk}
+    run.summary = {
+        "evaluation_id": evaluation.pk,
+        "responses": sum(len(group) for _, group in groups),
+        "response_sets": sets,
+        "candidate": evaluation.candidate.name,
+        "baseline": evaluation.baseline.name,
+    }
+
+
 def generation_batch(*, project: Project, policy: ModelVersion, limit: int) -> list[Prompt]:
     """The next prompts to write responses for: training prompts this policy has not answered yet,
     those with the fewest response sets first."""
+    answered = Response.objects.filter(prompt=OuterRef("pk"), model_version=policy).exclude(
+        response_sets__evaluation__isnull=False
+    )
     return list(
         Prompt.objects.filter(project=project)
-        .exclude(responses__model_version=policy)
-        .annotate(n_sets=Count("response_sets"))
+        .exclude(Exists(answered))
+        .annotate(n_sets=Count("response_sets", filter=Q(response_sets__evaluation__isnull=True)))
         .order_by("n_sets", "id")[:limit]
     )
 
@@ -110,14 +178,19 @@ def execute_reward(run: TrainingRun, progress: Progress) -> None:
     metrics = {k: v for k, v in result.metrics.items() if not isinstance(v, list)}
     held_out = [r for r in rows if r.split == "val" and not r.is_tie]
     previous = promoted_version(run.project, ModelKind.REWARD)
-    promoted_accuracy = None
+    new_correct = promoted_correct = None
     if previous is not None and held_out:
-        promoted_accuracy = evaluate_reward_model(previous.path, held_out)["reward/accuracy"]
+        # Both models on the same held-out pairs, pair by pair: the gate's paired test.
+        new_correct = evaluate_reward_model(final, held_out)["reward/correct"]
+        promoted_correct = evaluate_reward_model(previous.path, held_out)["reward/correct"]
     gate = RewardGate.decide(
         new_accuracy=metrics.get("reward/accuracy"),
         min_accuracy=loop.reward_min_accuracy,
-        promoted_accuracy=promoted_accuracy,
-        promoted_version=previous.pk if promoted_accuracy is not None and previous is not None else None,
+        margin=loop.reward_margin,
+        new_correct=new_correct,
+        promoted_correct=promoted_correct,
+        promoted_version=previous.pk if previous is not None else None,
+        promoted_name=previous.name if previous is not None else None,
         human_agreement=metrics.get("reward/human_agreement"),
     )
     evaluation = gate.to_json()
@@ -172,21 +245,28 @@ def execute_ppo(run: TrainingRun, progress: Progress) -> None:
         resume=True,
         launcher=training_launcher(),
     )
+    judge = independent_judge(run.project, optimised=run.reward_model)
     evaluation = policy_evaluate(
         candidate_path=result.model_path,
         baseline_path=run.policy.path,
         reward_path=run.reward_model.path,
+        judge_path=judge.path if judge is not None else None,
         prompts=prompt_rows(prompts=held_out or prompts[:16]),
         config=config,
         samples_per_prompt=EVAL_SAMPLES,
     )
+    decided_by = "judge_" if judge is not None else ""
     gate = PPOGate.decide(
-        candidate_reward=evaluation["candidate_reward"],
-        baseline_reward=evaluation["baseline_reward"],
+        candidate_reward=evaluation[f"{decided_by}candidate_reward"],
+        baseline_reward=evaluation[f"{decided_by}baseline_reward"],
         kl=last_value(result.metrics.get("ppo/kl")),
         max_kl=loop.ppo_max_kl,
         require_improvement=loop.ppo_require_improvement,
         prompts=evaluation["prompts"],
+        judge=(judge or run.reward_model).name,
+        judge_independent=judge is not None,
+        optimised_candidate_reward=evaluation["candidate_reward"] if judge is not None else None,
+        optimised_baseline_reward=evaluation["baseline_reward"] if judge is not None else None,
     )
     evaluation.update(gate.to_json())  # the gate's record, with the evaluation's win rate and samples
     attempt_publish(run, Path(result.model_path), final)

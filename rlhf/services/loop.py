@@ -12,13 +12,15 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.models import Comparison, Project
+from annotation.models import Project
+from annotation.selectors import preference_comparisons
 from audit.models import AuditAction
 from audit.services import audit_record
 from config.exceptions import ApplicationError
 from rlhf.models import RunKind, RunStatus, RunTrigger, TrainingRun
 from rlhf.records import RunSummary
-from rlhf.services.executors import execute_generate, execute_ppo, execute_reward
+from rlhf.services.evaluations import evaluation_start
+from rlhf.services.executors import execute_evaluate, execute_generate, execute_ppo, execute_reward
 from rlhf.services.loop_settings import loop_settings_get
 from rlhf.services.registry import model_version_promote
 from rlhf.services.runs import (
@@ -37,7 +39,12 @@ from rlhf.services.runs import (
 )
 
 logger = logging.getLogger(__name__)
-EXECUTORS = {RunKind.GENERATE: execute_generate, RunKind.REWARD: execute_reward, RunKind.PPO: execute_ppo}
+EXECUTORS = {
+    RunKind.GENERATE: execute_generate,
+    RunKind.REWARD: execute_reward,
+    RunKind.PPO: execute_ppo,
+    RunKind.EVALUATE: execute_evaluate,
+}
 
 
 def training_run_execute(*, run_id: int) -> TrainingRun:
@@ -101,13 +108,16 @@ def _succeed(run: TrainingRun) -> None:
     verdict goes on the audit trail and what passed is promoted (with the loop setting auto_chain), all
     in one transaction, so that no crash leaves a succeeded run without its decision. Then the chain
     starts the next stage."""
-    gated = run.kind != RunKind.GENERATE and run.output_version_id is not None
+    gated = run.kind in (RunKind.REWARD, RunKind.PPO) and run.output_version_id is not None
     try:
-        chain = gated and loop_settings_get(project=run.project).auto_chain
+        loop = loop_settings_get(project=run.project)
+        chain = gated and loop.auto_chain
+        # With human_eval a PPO policy that passed its automatic gate waits for the labelers' verdict.
+        human = chain and run.kind == RunKind.PPO and loop.human_eval
         with transaction.atomic():
             if not attempt_finish(run, RunStatus.SUCCEEDED, "succeeded"):
                 return
-            passed = _act_on_gate(run, promote=chain) if gated else False
+            passed = _act_on_gate(run, promote=chain and not human) if gated else False
     except Exception as exc:
         # Rolled back: the run is still this attempt's and running. It ends failed with the cause,
         # not left for the reaper to train again.
@@ -116,8 +126,28 @@ def _succeed(run: TrainingRun) -> None:
         run.error = "".join(traceback.format_exception(exc))[-LOG_TAIL_CHARS:]
         attempt_finish(run, RunStatus.FAILED, f"failed recording the run's end and gate verdict: {exc}")
         return
-    if chain:
+    if human and passed:
+        _start_human_evaluation(run)
+    elif chain:
         _chain_next(run, passed=passed)
+
+
+def _start_human_evaluation(run: TrainingRun) -> None:
+    """The PPO policy passed its automatic gate; labelers compare it blind with the policy it started
+    from, and the evaluation's verdict promotes it or not (``evaluation_check``)."""
+    assert run.output_version is not None and run.policy is not None
+    try:
+        evaluation = evaluation_start(
+            project=run.project,
+            candidate=run.output_version,
+            baseline=run.policy,
+            gated_run=run,
+            actor=None,
+            trigger=RunTrigger.CHAIN,
+        )
+        run_log(run, f"passed the automatic gate; waiting for human evaluation {evaluation.pk}")
+    except ApplicationError as exc:
+        run_log(run, f"could not start the human evaluation: {exc.message}; nothing promoted")
 
 
 def _act_on_gate(run: TrainingRun, *, promote: bool) -> bool:
@@ -167,7 +197,7 @@ def loop_check(*, project: Project) -> TrainingRun | None:
     since = (last.data_snapshot or {}).get("max_comparison_id", 0) if last else 0
     if last is not None and not last.is_finished:
         return None
-    new = Comparison.objects.filter(response_set__project=project, id__gt=since).count()
+    new = preference_comparisons(project=project).filter(id__gt=since).count()
     if new < loop.retrain_min_comparisons:
         return None
     try:

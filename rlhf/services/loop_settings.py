@@ -43,7 +43,12 @@ def run_config_validated(kind: str, base: dict[str, Any], overrides: dict[str, A
     for name, why in SERVER_MODEL_FIELDS.items():
         if isinstance(model, dict) and name in model:
             raise ApplicationError(f"{why}.", code="invalid_config", field=f"config.model.{name}")
-    classes: dict[str, Any] = {"generate": GenerationConfig, "reward": RewardModelConfig, "ppo": PPOConfig}
+    classes: dict[str, Any] = {
+        "generate": GenerationConfig,
+        "evaluate": GenerationConfig,
+        "reward": RewardModelConfig,
+        "ppo": PPOConfig,
+    }
     config_class = classes[kind]
     merged = deep_merge(base, overrides)
     try:
@@ -77,6 +82,12 @@ LOOP_SETTING_FIELDS: dict[str, tuple[type, Any, Any]] = {
     "ppo_max_kl": (float, 0.0, None),
     "ppo_require_improvement": (bool, None, None),
     "generate_prompts": (int, 1, 100_000),
+    "reward_margin": (float, 0.0, 1.0),
+    "human_eval": (bool, None, None),
+    "human_eval_prompts": (int, 1, 10_000),
+    "human_eval_min_votes": (int, 1, 1_000_000),
+    "human_eval_threshold": (float, 0.0, 1.0),
+    "human_eval_timeout_hours": (int, 1, 24 * 365),
     "max_response_tokens": (int, MIN_RESPONSE_TOKENS, MAX_RESPONSE_TOKENS),
     "sft_data_path": (str, None, None),
     "reward_config": (dict, None, None),

@@ -170,3 +170,15 @@ def model_version_rollback(*, project: Project, kind: str, actor: AuthUser | Non
     if previous is None:
         raise Conflict(f"There is no earlier promoted {kind} model to roll back to.", code="no_previous")
     return _make_current(version=previous, actor=actor, action=AuditAction.MODEL_ROLLBACK, reason=reason)
+
+
+def independent_judge(project: Project, *, optimised: ModelVersion) -> ModelVersion | None:
+    """A reward model that can judge a PPO policy trained against ``optimised``: the one promoted
+    most recently before it (a policy can exploit the model it was optimised against, not one it
+    never saw). None when no other reward model of the project was ever promoted."""
+    return (
+        ModelVersion.objects.filter(project=project, kind=ModelKind.REWARD, promoted_at__isnull=False)
+        .exclude(pk=optimised.pk)
+        .order_by("-promoted_at", "-id")
+        .first()
+    )

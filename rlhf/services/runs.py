@@ -24,7 +24,7 @@ from annotation.models import Project
 from config.celery import broker_problem
 from config.exceptions import ApplicationError, Conflict, Unavailable
 from labelers.types import AuthUser
-from rlhf.models import ModelKind, ModelVersion, RunKind, RunStatus, RunTrigger, TrainingRun
+from rlhf.models import Evaluation, ModelKind, ModelVersion, RunKind, RunStatus, RunTrigger, TrainingRun
 from rlhf.services.loop_settings import PTX_WITHOUT_SFT, deep_merge, loop_settings_get, run_config_validated
 from rlhf.services.registry import promoted_version, reference_version
 from rlhf.training.checks import model_positions
@@ -53,9 +53,12 @@ def training_run_start(
     created_by: AuthUser | None = None,
     trigger: str = RunTrigger.MANUAL,
     enqueue: bool = True,
+    evaluation: Evaluation | None = None,
 ) -> TrainingRun:
     """Queue a run on the gpu queue. Inputs are fixed now: the promoted policy (or the SFT
     reference), the SFT reference, the promoted reward model; the config is validated now.
+    An ``evaluate`` run writes the answers of ``evaluation`` (started by ``evaluation_start``): its
+    policy is the candidate, the baseline answers with the same settings.
     ``enqueue=False``: the row only, for a caller that executes the run itself (``train --here``)."""
     if kind not in RunKind.values:
         raise ApplicationError(
@@ -63,6 +66,12 @@ def training_run_start(
         )
     if not isinstance(config, dict | type(None)):
         raise ApplicationError("must be an object.", code="invalid_config", field="config")
+    if (kind == RunKind.EVALUATE) != (evaluation is not None):
+        raise ApplicationError(
+            "an evaluate run is started by a human evaluation (POST /api/v1/projects/{id}/evaluations/).",
+            code="invalid",
+            field="kind",
+        )
     Project.objects.select_for_update().get(pk=project.pk)  # one run start per project at a time
     active = TrainingRun.objects.filter(
         project=project, kind=kind, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
@@ -83,6 +92,11 @@ def training_run_start(
         base = deep_merge(loop.generation_config, {"model": _model_source(policy)})
         base["max_new_tokens"] = loop.max_response_tokens
         run_inputs = {"policy": policy}
+    elif kind == RunKind.EVALUATE:
+        assert evaluation is not None
+        base = deep_merge(loop.generation_config, {"model": _model_source(evaluation.candidate)})
+        base["max_new_tokens"] = loop.max_response_tokens
+        run_inputs = {"policy": evaluation.candidate, "reference": evaluation.baseline}
     elif kind == RunKind.REWARD:
         # InstructGPT: the reward model starts from the SFT model's weights with a fresh scalar head.
         base = deep_merge(loop.reward_config, {"model": _model_source(reference)})
@@ -126,7 +140,7 @@ def _fit_lengths(kind: str, validated: dict[str, Any], *, explicit: dict[str, An
     if kind == RunKind.REWARD:
         field, fixed = "max_length", 0
     else:
-        answer = "max_new_tokens" if kind == RunKind.GENERATE else "response_length"
+        answer = "max_new_tokens" if kind in (RunKind.GENERATE, RunKind.EVALUATE) else "response_length"
         field, fixed = "max_prompt_length", int(validated[answer])
         if fixed >= limit:
             raise ApplicationError(

@@ -1,5 +1,6 @@
 """Held-out evaluation of a PPO policy: the candidate and the policy it started from answer the same
-prompts with the same seed and sampling, and one reward model scores both."""
+prompts with the same seed and sampling, and reward models score both: the one PPO optimised and,
+when there is one, a judge it was not optimised against."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from rlhf.training.config import GenerationConfig, ModelConfig, PPOConfig
 from rlhf.training.generation import generate_responses
 from rlhf.training.models import load_reward_model, render_conversation
 from rlhf.training.reward import score_texts
-from rlhf.training.rows import PromptRow
+from rlhf.training.rows import GeneratedResponse, PromptRow
 from rlhf.training.stats import win_rate
+
+SAMPLE_ROWS = 8
 
 
 def policy_evaluate(
@@ -21,15 +24,15 @@ def policy_evaluate(
     prompts: list[PromptRow],
     config: PPOConfig,
     samples_per_prompt: int = 4,
+    judge_path: str | None = None,
 ) -> dict[str, Any]:
     """Mean reward-model score of a candidate and a baseline policy on the same held-out prompts
-    (same seed, same sampling), their win rate per prompt, and a sample table."""
+    (same seed, same sampling), their win rate per prompt, and a sample table; with ``judge_path``
+    the same figures from that reward model too (``judge_candidate_reward``, ``judge_baseline_reward``,
+    ``judge_win_rate``), and the sample table shows the judge's scores."""
     rows = prompts
     out: dict[str, Any] = {"prompts": len(rows), "samples_per_prompt": samples_per_prompt}
-    model, tokenizer = load_reward_model(ModelConfig(model_name_or_path=reward_path, device=config.device), lora=False)
-    samples: list[dict[str, Any]] = []
-    per_prompt: dict[str, list[float]] = {}
-    reward_max_length = max(512, config.max_prompt_length + config.response_length + 8)
+    answers: dict[str, list[list[GeneratedResponse]]] = {}
     for name, path in (("candidate", candidate_path), ("baseline", baseline_path)):
         generation = GenerationConfig(
             model=ModelConfig(model_name_or_path=path, device=config.device),
@@ -40,8 +43,38 @@ def policy_evaluate(
             seed=config.seed,
         )
         # Several samples per prompt: one sample each makes the comparison a coin flip on small sets.
-        groups = generate_responses(generation, rows, k=samples_per_prompt)
-        # Read as PPO reads its rollouts: same template choice, EOS only on responses that ended.
+        answers[name] = generate_responses(generation, rows, k=samples_per_prompt)
+    scorers = [("", reward_path)] + ([("judge_", judge_path)] if judge_path else [])
+    shown: dict[str, list[float]] = {}
+    for prefix, path in scorers:
+        scores = _scores(path, rows, answers, config)
+        per_prompt = {name: _means(values, samples_per_prompt) for name, values in scores.items()}
+        for name, means in per_prompt.items():
+            out[f"{prefix}{name}_reward"] = sum(means) / len(means) if means else 0.0
+        out[f"{prefix}win_rate"] = win_rate(zip(per_prompt["candidate"], per_prompt["baseline"], strict=True))
+        shown = scores  # the judge's, when there is one
+    out["samples"] = [
+        {
+            "prompt": row.text or row.messages,
+            "response": answers["candidate"][index][0].text,
+            "reward": shown["candidate"][index * samples_per_prompt],
+            "baseline_response": answers["baseline"][index][0].text,
+            "baseline_reward": shown["baseline"][index * samples_per_prompt],
+        }
+        for index, row in enumerate(rows[:SAMPLE_ROWS])
+    ]
+    return out
+
+
+def _scores(
+    reward_path: str, rows: list[PromptRow], answers: dict[str, list[list[GeneratedResponse]]], config: PPOConfig
+) -> dict[str, list[float]]:
+    """Each policy's answers scored by one reward model, read as PPO reads its rollouts: the same
+    template choice, EOS only on responses that ended."""
+    model, tokenizer = load_reward_model(ModelConfig(model_name_or_path=reward_path, device=config.device), lora=False)
+    reward_max_length = max(512, config.max_prompt_length + config.response_length + 8)
+    out = {}
+    for name, groups in answers.items():
         texts = [
             render_conversation(
                 tokenizer, row.content, r.text, use_chat_template=config.use_chat_template, finished=r.finished
@@ -49,19 +82,9 @@ def policy_evaluate(
             for row, group in zip(rows, groups, strict=True)
             for r in group
         ]
-        scores = score_texts(model, tokenizer, texts, max_length=reward_max_length)
-        k = samples_per_prompt
-        means = [sum(scores[i : i + k]) / k for i in range(0, len(scores), k)]
-        per_prompt[name] = means
-        out[f"{name}_reward"] = sum(means) / len(means) if means else 0.0
-        for index, (row, group) in enumerate(zip(rows, groups, strict=True)):
-            if index >= 8:
-                break
-            score = scores[index * samples_per_prompt]
-            if name == "candidate":
-                samples.append({"prompt": row.text or row.messages, "response": group[0].text, "reward": score})
-            else:
-                samples[index].update({"baseline_response": group[0].text, "baseline_reward": score})
-    out["win_rate"] = win_rate(zip(per_prompt["candidate"], per_prompt["baseline"], strict=True))
-    out["samples"] = samples
+        out[name] = score_texts(model, tokenizer, texts, max_length=reward_max_length)
     return out
+
+
+def _means(scores: list[float], k: int) -> list[float]:
+    return [sum(scores[i : i + k]) / k for i in range(0, len(scores), k)]

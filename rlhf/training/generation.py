@@ -30,8 +30,8 @@ def validate_prompts(prompts: list[PromptRow], *, field: str = "prompts") -> Non
 def generate_responses(config: GenerationConfig, prompts: list[PromptRow], *, k: int) -> list[list[GeneratedResponse]]:
     """Sample k responses for each prompt with the configured policy; one list per prompt."""
     config.validate()
-    if k < 2:
-        raise ValueError("k: must be >= 2 (a ranking needs at least two responses)")
+    if k < 1:
+        raise ValueError("k: must be >= 1")
     validate_prompts(prompts)
     model, tokenizer = load_policy(config.model)
     return generate_with_model(model, tokenizer, config, prompts, k=k)

@@ -467,6 +467,7 @@ def evaluate_with_model(
         "reward/accuracy_by_tag": {tag: sum(v) / len(v) for tag, v in sorted(by_tag.items())},
         "reward/mean_margin": sum(c - r for c, r in zip(chosen, rejected, strict=True)) / len(strict),
         "reward/eval_pairs": len(strict),
+        "reward/correct": correct,  # per pair, in the order of the non-tie rows: the paired gate test
     }
     agreements = [r.human_agreement for r in strict if r.human_agreement is not None]
     if agreements:

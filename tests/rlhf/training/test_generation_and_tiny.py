@@ -86,8 +86,8 @@ def test_generation_stops_on_eos(sft_policy):
 
 
 def test_generation_bad_input_names_the_field(sft_policy, tmp_path):
-    with pytest.raises(ValueError, match=r"^k: must be >= 2"):
-        generate_responses(_config(sft_policy), PROMPTS, k=1)
+    with pytest.raises(ValueError, match=r"^k: must be >= 1$"):
+        generate_responses(_config(sft_policy), PROMPTS, k=0)
     with pytest.raises(ValueError, match=r"^prompts: must not be empty$"):
         generate_responses(_config(sft_policy), [], k=2)
     with pytest.raises(ValueError, match=r"^max_new_tokens: must be > 0$"):
