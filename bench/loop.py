@@ -1,7 +1,9 @@
-"""The whole RLHF loop, several rounds, against a hidden utility that simulated labelers perceive with
-known noise: does the promoted policy's hidden utility rise in every round?
+"""The whole RLHF loop, several rounds and seeds, against a hidden utility that simulated labelers
+perceive with known noise: does the promoted policy's hidden utility rise in every round?
 
-What runs (all through the real services, in this process, no Celery worker):
+What runs (all through the real services, in this process, no Celery worker), once per seed, each
+seed on a fresh database and a fresh artifacts folder (with several ``--seeds``, each seed runs in a
+child process of this script: ``run_seed`` is one seed's loop and returns its rows):
 - a tiny GPT-2 SFT policy (``train_demo_sft(quick=True)``) registered as the KL reference;
 - prompts from the bundled instruction corpus imported with ``prompts_import`` (every 4th one in
   split ``val``: the reward model's held-out data);
@@ -16,40 +18,92 @@ What runs (all through the real services, in this process, no Celery worker):
   stops the chain, the script acts as the ML engineer: it promotes the new RM by hand if it is
   within one binomial standard error of the promoted one (printed), and starts PPO by hand.
 
-Hidden utility of a response: the number of whitespace-separated words, capped at ``CAP_WORDS``.
-Each labeler perceives ``utility + N(0, sigma)`` (Thurstone; one draw per distinct utility value of
-a set, so equal utilities tie) with sigma from ``LABELER_NOISE``, and ranks by it (dense ranks).
+Hidden utility of a response: correctness against the corpus's own reference answer of its prompt
+(every imported and every eval prompt is a corpus instruction; ``references`` maps instruction ->
+reference answer and key fact), a number in [0, 1]:
 
-Printed per round: the mean hidden utility of the promoted policy's responses on a fixed prompt set
-that is never imported (``--eval-prompts`` prompts x ``EVAL_K`` samples, fixed seed), the reward
-model's held-out accuracy next to the labelers' agreement with each other on the same held-out
-pairs (``reward/human_agreement``) and the labelers' accuracy against the hidden utility, the final
-PPO KL to the SFT reference, what was promoted, and the wall seconds of every stage.
+    utility = 0.5 * fact + 0.5 * F1      (prompts with a key fact: geography, facts, language, math)
+    utility = F1                         (prompts without one: advice, chat)
+
+- ``fact`` (0 or 1): the key fact of the reference answer is what the response states. The key fact
+  is the capital for capitals, the colour, the animal's sound, the opposite, the result for
+  arithmetic and doubling, the number word, the reversed word, the letter count, the upper-case
+  word (``key_fact``). The response states it when the LAST of its tokens that belongs to the answer
+  vocabulary (every key fact of the corpus: every number that is a result or a count, the cities, colours,
+  sounds, opposites, number words, reversed and upper-case words) is the key fact (case-insensitive,
+  except an upper-case key, which must be upper case). So listing candidates ("1 2 3 ... 18") does
+  not earn it: only the final candidate counts, and the reference answers put the fact last among
+  them ("7 plus 3 is 10", "The word apple has 5 letters", "The number 5 is written five").
+- ``F1``: token-level F1 between the response and the reference answer (lower-cased alphanumeric
+  tokens), with clipped counts: a response token counts as matched at most as many times as it
+  occurs in the reference. Partial credit, so that a tiny model can make measurable progress (the
+  answer's form: "7 plus 3 is ...", "The capital of Chile is ...").
+
+Why length, repetition and gibberish cannot raise it: ``fact`` is binary, so saying the fact twice
+earns nothing more; the F1 precision term divides the matched tokens by ALL the response's tokens,
+so any extra word (gibberish, padding, a repeated right token beyond its count in the reference)
+lowers F1 and nothing but the reference's own tokens raises it; an empty response scores 0. Random
+tokens match the reference only by chance and then the precision they cost outweighs it. The
+reference answer itself scores exactly 1.0 (checked at start for every corpus row), the reference
+answer followed by anything scores less. The F1 half does reward echoing the question's words the
+way the reference answers do ("7 plus 3 is" scores F1 0.89 without the fact): it grades the answer's
+form, the fact half grades its content, and only both reach 1.0; the fact rate is printed apart.
+
+Each labeler perceives ``utility + N(0, sigma)`` (Thurstone; one draw per distinct utility value of
+a set, so equal utilities tie) with sigma from ``LABELER_NOISE``: the previous word-count labelers'
+sigmas (0.5 .. 3 words on a 0..16-word scale) divided by 16, for this 0..1 scale. Each ranks by what
+it perceives (dense ranks).
+
+Printed per round: the hidden utility of the promoted policy on a fixed prompt set that is never
+imported (``--eval-prompts`` prompts x ``EVAL_K`` samples, fixed seed): the mean over prompts of each
+prompt's mean over its samples, +- the standard error over prompts, with the fact rate and mean F1;
+the reward model's held-out accuracy next to the labelers' agreement with each other on the same
+held-out pairs (``reward/human_agreement``) and the labelers' accuracy against the hidden utility,
+the final PPO KL to the SFT reference, what was promoted, the labels (rankings x C(K, 2)
+comparisons) and the wall seconds of every stage. At the end: a seed x round table of utility +- SE,
+whether each seed rose in every round by more than one standard error of the difference
+(rise > sqrt(se_a^2 + se_b^2)), the target line, and the label efficiency: utility gained (last
+round minus round 0) per 1,000 labels that the policy of the last round was trained from (the
+comparisons of rounds 0..R-1; the last round's labels train nothing yet), per seed and overall.
+
+Figures so far (defaults, 2 shared CPUs, 35-55 s a seed when idle, about 3 minutes under load), seeds
+0 1 2: 0.078 -> 0.080 -> 0.099 -> 0.099; 0.078 -> 0.100 -> 0.090 -> 0.103; 0.070 -> 0.079 -> 0.104 ->
+0.078 (SE about 0.012): one rise beyond one SE per seed, target not met; +0.011 utility per 1,000
+labels overall. Tried on seed 0: PPO 256 episodes,
+lr 3e-4, reward 3 epochs: 0.078 -> 0.098 -> 0.086 (KL 10, the RM over-optimised); PPO 192 episodes,
+kl_coef 0.1, reward 3 epochs: 0.078 -> 0.088 -> 0.103 -> 0.100 (about 13 minutes a seed under load).
 
 Database: SQLite in the temporary folder by default. ``--db postgres`` uses PostgreSQL ``bench_loop``
-(``BENCH_PG_ADMIN_URL``, default postgres@127.0.0.1:5432), created and migrated at the start and
-dropped at the end unless ``--keep-db``; until the generate run strips NUL bytes (the byte-level
-tiny tokenizer can sample them and PostgreSQL text columns refuse them) that mode can fail in a
-generate run. Models go to a temporary ARTIFACTS_ROOT, removed at the end unless ``--keep-db``.
+(``BENCH_PG_ADMIN_URL``, default postgres@127.0.0.1:5432), created and migrated at the start of each
+seed and dropped at its end unless ``--keep-db``; until the generate run strips NUL bytes (the
+byte-level tiny tokenizer can sample them and PostgreSQL text columns refuse them) that mode can fail
+in a generate run. Models go to a temporary ARTIFACTS_ROOT, removed at the end unless ``--keep-db``.
 Labelers skip (``assignment_skip``) a set that holds an empty response: a reward run fails on an
 empty chosen/rejected text (``validate_rows``), and one such set would stop every later round.
 
-  HF_HUB_OFFLINE=1 .venv/bin/python bench/loop.py [--rounds 3] [--seed 0] [--prompts 32]
+  HF_HUB_OFFLINE=1 .venv/bin/python bench/loop.py [--rounds 3] [--seeds 0 1 2] [--prompts 32]
       [--eval-prompts 32] [--db sqlite|postgres] [--keep-db]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
+import json
+import math
 import os
 import random
+import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +114,15 @@ from bench._common import bench_env, database_create, database_drop, django_setu
 DB_NAME = "bench_loop"
 K = 4
 OVERLAP = 3
-CAP_WORDS = 16
-LABELER_NOISE = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)  # sigma of each labeler, in words
+COMPARISONS_PER_RANKING = math.comb(K, 2)
+# The word-count labelers' sigmas (words, on a 0..16-word scale) rescaled to the 0..1 utility.
+LABELER_NOISE = tuple(round(s / 16, 4) for s in (0.5, 0.75, 1.0, 1.5, 2.0, 3.0))
+FACT_WEIGHT = 0.5  # utility = FACT_WEIGHT * fact + (1 - FACT_WEIGHT) * F1 where the prompt has a key fact
 EVAL_K = 4
 EVAL_SEED = 1234
 RESPONSE_TOKENS = 40
 
+REWARD_MIN_ACCURACY = 0.55  # LoopSettings.reward_min_accuracy: the bar of a first reward model
 PPO_MAX_KL = 20.0  # LoopSettings.ppo_max_kl: KL (nats per response) a promoted policy may have
 
 GENERATION_CONFIG: dict[str, Any] = {"max_new_tokens": RESPONSE_TOKENS, "model": {"device": "cpu"}}
@@ -87,10 +144,92 @@ PPO_CONFIG: dict[str, Any] = {
     "device": "cpu",
 }
 
+TOKEN = re.compile(r"[A-Za-z0-9]+")
+NO_KEY_FACT_TAGS = ("advice", "chat")  # open answers: graded by F1 alone
 
-def utility(text: str) -> int:
-    """The hidden utility: words in the response, at most CAP_WORDS."""
-    return min(len(text.split()), CAP_WORDS)
+
+@dataclass(frozen=True)
+class Reference:
+    answer: str
+    tokens: tuple[str, ...]  # lower-cased
+    key: str | None
+
+
+def key_fact(row: dict[str, str]) -> str | None:
+    """The fact a corpus answer states (see the module docstring); None for advice and chat."""
+    if row.get("tag") in NO_KEY_FACT_TAGS:
+        return None
+    words = TOKEN.findall(row["answer"])
+    if row["instruction"].startswith("Which city is the capital of"):
+        return words[0]  # "Paris is the capital of France."
+    if match := re.fullmatch(r"The word \w+ has (\d+) letters\.", row["answer"]):
+        return match.group(1)
+    return words[-1]  # "... is 10.", "The opposite of hot is cold.", "A cat meows.", "BRIDGE."
+
+
+@functools.cache
+def references() -> tuple[dict[str, Reference], frozenset[str]]:
+    """instruction -> Reference for the whole corpus, and the answer vocabulary (every key, lower case)."""
+    from rlhf.training.tiny import load_corpus
+
+    refs = {
+        row["instruction"]: Reference(
+            answer=row["answer"],
+            tokens=tuple(t.lower() for t in TOKEN.findall(row["answer"])),
+            key=key_fact(row),
+        )
+        for row in load_corpus()
+    }
+    vocabulary = frozenset(ref.key.lower() for ref in refs.values() if ref.key)
+    return refs, vocabulary
+
+
+def fact_stated(text: str, key: str, vocabulary: frozenset[str]) -> bool:
+    """Whether the last answer-vocabulary token of ``text`` is ``key``."""
+    candidates = [t for t in TOKEN.findall(text) if t.lower() in vocabulary]
+    if not candidates:
+        return False
+    last = candidates[-1]
+    return last == key if key.isupper() else last.lower() == key.lower()
+
+
+def token_f1(text: str, reference: tuple[str, ...]) -> float:
+    """Token-level F1 with clipped counts (a token matches at most its count in the reference)."""
+    tokens = [t.lower() for t in TOKEN.findall(text)]
+    if not tokens or not reference:
+        return 0.0
+    matched = sum((Counter(tokens) & Counter(reference)).values())
+    if not matched:
+        return 0.0
+    precision, recall = matched / len(tokens), matched / len(reference)
+    return 2 * precision * recall / (precision + recall)
+
+
+def grade(prompt: str, text: str) -> tuple[float, bool | None, float]:
+    """(utility, fact stated or None where the prompt has no key fact, F1) of ``text`` for ``prompt``."""
+    refs, vocabulary = references()
+    ref = refs[prompt]
+    f1 = token_f1(text, ref.tokens)
+    if ref.key is None:
+        return round(f1, 6), None, f1
+    fact = fact_stated(text, ref.key, vocabulary)
+    return round(FACT_WEIGHT * fact + (1 - FACT_WEIGHT) * f1, 6), fact, f1
+
+
+def utility(prompt: str, text: str) -> float:
+    """The hidden utility of ``text`` as an answer to the corpus instruction ``prompt``, in [0, 1]."""
+    return grade(prompt, text)[0]
+
+
+def check_utility() -> None:
+    """Every reference answer scores 1.0, and padding or repeating it scores less."""
+    refs, _ = references()
+    for prompt, ref in refs.items():
+        if utility(prompt, ref.answer) != 1.0:
+            raise SystemExit(f"utility: the reference answer of {prompt!r} scores {utility(prompt, ref.answer)}")
+        for worse in (f"{ref.answer} {ref.answer}", f"{ref.answer} and so on", f"{ref.tokens[-1]} {ref.answer}"):
+            if utility(prompt, worse) >= 1.0:
+                raise SystemExit(f"utility: {worse!r} for {prompt!r} scores {utility(prompt, worse)}")
 
 
 class Labeler:
@@ -99,8 +238,8 @@ class Labeler:
     def __init__(self, user: Any, sigma: float, rng: random.Random) -> None:
         self.user, self.sigma, self.rng = user, sigma, rng
 
-    def ranks(self, texts: dict[int, str]) -> dict[int, int]:
-        utilities = {pk: utility(text) for pk, text in texts.items()}
+    def ranks(self, prompt: str, texts: dict[int, str]) -> dict[int, int]:
+        utilities = {pk: utility(prompt, text) for pk, text in texts.items()}
         perceived = {u: u + self.rng.gauss(0.0, self.sigma) for u in set(utilities.values())}
         order = sorted(set(perceived.values()), reverse=True)
         return {pk: order.index(perceived[u]) + 1 for pk, u in utilities.items()}
@@ -118,6 +257,7 @@ def label_all(project: Any, labelers: list[Labeler]) -> dict[str, float]:
             if lease is None:
                 active.remove(labeler)
                 continue
+            prompt = lease.response_set.prompt.text
             texts = dict(lease.response_set.responses.values_list("id", "text"))
             if not all(text.strip() for text in texts.values()):
                 # A set with an empty response breaks every later reward run (validate_rows rejects
@@ -125,7 +265,7 @@ def label_all(project: Any, labelers: list[Labeler]) -> dict[str, float]:
                 assignment_skip(assignment_id=lease.pk, labeler=labeler.user, reason="empty response")
                 skipped += 1
                 continue
-            ranks = labeler.ranks(texts)
+            ranks = labeler.ranks(prompt, texts)
             ranking_submit(
                 assignment_id=lease.pk,
                 labeler=labeler.user,
@@ -136,19 +276,21 @@ def label_all(project: Any, labelers: list[Labeler]) -> dict[str, float]:
             ids = sorted(texts)
             for i, a in enumerate(ids):
                 for b in ids[i + 1 :]:
-                    ua, ub = utility(texts[a]), utility(texts[b])
+                    ua, ub = utility(prompt, texts[a]), utility(prompt, texts[b])
                     if ua != ub:
                         decided += 1
                         correct += (ranks[a] < ranks[b]) == (ua > ub)
     return {
         "rankings": submitted,
+        "comparisons": submitted * COMPARISONS_PER_RANKING,
         "skipped": skipped,
         "labeler_accuracy": correct / decided if decided else float("nan"),
     }
 
 
-def evaluate(policy_path: str, prompts: list[Any], seed: int) -> dict[str, float]:
-    """Mean hidden utility of EVAL_K samples per prompt from ``policy_path`` (fixed seed)."""
+def evaluate(policy_path: str, prompts: list[Any], seed: int) -> dict[str, Any]:
+    """Hidden utility of EVAL_K samples per prompt from ``policy_path`` (fixed seed): the mean over
+    prompts of the per-prompt means, and its standard error over prompts."""
     from rlhf.training import GenerationConfig, ModelConfig, generate_responses
 
     config = GenerationConfig(
@@ -157,14 +299,21 @@ def evaluate(policy_path: str, prompts: list[Any], seed: int) -> dict[str, float
         seed=EVAL_SEED + seed,
     )
     groups = generate_responses(config, prompts, k=EVAL_K)
+    per_prompt, facts, f1s = [], [], []
+    for prompt, group in zip(prompts, groups, strict=True):
+        grades = [grade(prompt.text, r.text) for r in group]
+        per_prompt.append(statistics.fmean(g[0] for g in grades))
+        facts += [g[1] for g in grades if g[1] is not None]
+        f1s += [g[2] for g in grades]
     flat = [r for group in groups for r in group]
-    values = [utility(r.text) for r in flat]
     return {
-        "utility": statistics.fmean(values),
-        "utility_se": statistics.stdev(values) / len(values) ** 0.5,
+        "utility": statistics.fmean(per_prompt),
+        "utility_se": statistics.stdev(per_prompt) / len(per_prompt) ** 0.5 if len(per_prompt) > 1 else 0.0,
+        "fact_rate": statistics.fmean(facts) if facts else float("nan"),
+        "f1": statistics.fmean(f1s),
         "finished": sum(r.finished for r in flat) / len(flat),
         "tokens": statistics.fmean(r.num_tokens for r in flat),
-        "sample": flat[0].text,
+        "sample": f"{prompts[0].text} -> {flat[0].text}",
     }
 
 
@@ -189,10 +338,11 @@ def fmt(value: Any, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="reward + PPO rounds after round 0")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds, one whole loop each (default 0)")
+    parser.add_argument("--seed", type=int, help="one seed: the same as --seeds SEED")
     parser.add_argument("--prompts", type=int, default=32, help="prompts per generation batch")
     parser.add_argument("--eval-prompts", type=int, default=32, help="fixed prompts for the hidden utility")
     parser.add_argument(
@@ -202,10 +352,58 @@ def main() -> int:
         help=f"SQLite in the temporary folder, or PostgreSQL database {DB_NAME} (see the docstring)",
     )
     parser.add_argument("--keep-db", action="store_true", help="leave the database (and the artifacts) behind")
+    parser.add_argument("--rows-json", help=argparse.SUPPRESS)  # a child process writes its seed's rows here
     args = parser.parse_args()
+    if args.seeds is not None and args.seed is not None:
+        parser.error("--seed and --seeds: give one of them")
+    args.seeds = args.seeds if args.seeds is not None else [args.seed if args.seed is not None else 0]
+    if args.rows_json and len(args.seeds) != 1:
+        parser.error("--rows-json: one seed only")
+    return args
 
-    load = os.getloadavg()
+
+def main() -> int:
+    args = parse_args()
     started_all = time.perf_counter()
+    load = os.getloadavg()
+    print(
+        f"bench/loop.py  seeds {' '.join(map(str, args.seeds))}  rounds {args.rounds}  "
+        f"prompts/round {args.prompts}  K {K}"
+    )
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
+    if len(args.seeds) == 1:
+        rows = run_seed(args, args.seeds[0])
+        if args.rows_json:
+            Path(args.rows_json).write_text(json.dumps(rows))
+            return 0
+        by_seed = {args.seeds[0]: rows}
+    else:
+        by_seed = {seed: run_seed_in_child(args, seed) for seed in args.seeds}
+    met = summarize(by_seed, args.rounds)
+    print(f"whole benchmark {time.perf_counter() - started_all:.1f} s")
+    load = os.getloadavg()
+    print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    return 0 if met else 1
+
+
+def run_seed_in_child(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
+    """``run_seed`` in a fresh process (a fresh Django, database, artifacts and torch state)."""
+    with tempfile.TemporaryDirectory(prefix="bench-loop-rows-") as folder:
+        rows_json = Path(folder) / "rows.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--seeds", str(seed), "--rows-json", str(rows_json)]
+        command += ["--rounds", str(args.rounds), "--prompts", str(args.prompts)]
+        command += ["--eval-prompts", str(args.eval_prompts), "--db", args.db]
+        command += ["--keep-db"] if args.keep_db else []
+        print(f"\n=== seed {seed} (child process) ===", flush=True)
+        completed = subprocess.run(command, check=False)
+        if completed.returncode != 0 or not rows_json.exists():
+            raise SystemExit(f"seed {seed}: the child process exited with {completed.returncode}")
+        return json.loads(rows_json.read_text())
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
+    """One seed's whole loop on a fresh database and artifacts folder; its rows, one per round."""
+    started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     os.environ.update(
         HF_HUB_OFFLINE="1",
@@ -216,20 +414,20 @@ def main() -> int:
         CELERY_RESULT_BACKEND="cache+memory://",
         QUALITY_REFRESH_ON_SUBMIT="0",
     )
-    print(f"bench/loop.py  seed {args.seed}  rounds {args.rounds}  prompts/round {args.prompts}  K {K}")
-    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
     if args.db == "postgres":
-        print(f"database: PostgreSQL {DB_NAME}; artifacts: {work}")
+        print(f"seed {seed}: database PostgreSQL {DB_NAME}; artifacts: {work}")
         database_create(DB_NAME)
     else:
-        print(f"database: SQLite {work / 'db.sqlite3'}; artifacts: {work}")
+        print(f"seed {seed}: database SQLite {work / 'db.sqlite3'}; artifacts: {work}")
     try:
         if args.db == "postgres":
             migrate_s = migrate(DB_NAME)
             django_setup(DB_NAME)
         else:
             migrate_s = sqlite_setup(work / "db.sqlite3")
-        return run_loop(args, work, migrate_s, started_all)
+        rows = run_loop(args, seed, work, migrate_s)
+        print(f"seed {seed}: {time.perf_counter() - started:.1f} s")
+        return rows
     finally:
         if "django" in sys.modules:
             from django.db import connections
@@ -253,8 +451,7 @@ def sqlite_setup(path: Path) -> float:
     return time.perf_counter() - started
 
 
-def run_loop(args: argparse.Namespace, work: Path, migrate_s: float, started_all: float) -> int:
-    import json
+def run_loop(args: argparse.Namespace, seed: int, work: Path, migrate_s: float) -> list[dict[str, Any]]:
     import logging
 
     import torch
@@ -272,8 +469,9 @@ def run_loop(args: argparse.Namespace, work: Path, migrate_s: float, started_all
     warnings.filterwarnings("ignore", category=FutureWarning)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    check_utility()
 
     corpus = load_corpus()
     rng.shuffle(corpus)
@@ -284,7 +482,8 @@ def run_loop(args: argparse.Namespace, work: Path, migrate_s: float, started_all
     eval_prompts = [PromptRow(id=f"eval{i}", text=r["instruction"]) for i, r in enumerate(eval_rows)]
 
     t = time.perf_counter()
-    sft = train_demo_sft(work / "sft", quick=True, seed=args.seed)
+    # Under ARTIFACTS_ROOT: a model version must lie under settings.MODEL_ROOTS.
+    sft = train_demo_sft(work / "artifacts" / "sft", quick=True, seed=seed)
     sft_s = time.perf_counter() - t
     print(f"migrate {migrate_s:.1f} s; SFT policy (train_demo_sft quick) {sft_s:.1f} s, loss {sft['loss']:.3f}")
 
@@ -304,49 +503,50 @@ def run_loop(args: argparse.Namespace, work: Path, migrate_s: float, started_all
         project=project,
         auto_chain=True,
         retrain_min_comparisons=1,
-        reward_min_accuracy=0.55,
+        reward_min_accuracy=REWARD_MIN_ACCURACY,
         ppo_max_kl=PPO_MAX_KL,
         ppo_require_improvement=True,
         generate_prompts=args.prompts,
         max_response_tokens=RESPONSE_TOKENS,
         reward_config=REWARD_CONFIG,
-        ppo_config={**PPO_CONFIG, "seed": args.seed},
-        generation_config={**GENERATION_CONFIG, "seed": args.seed},
+        ppo_config={**PPO_CONFIG, "seed": seed},
+        generation_config={**GENERATION_CONFIG, "seed": seed},
     )
     labelers = [
-        Labeler(user_create(username=f"sim{i}", password=None), sigma, random.Random(args.seed * 100 + i))
+        Labeler(user_create(username=f"sim{i}", password=None), sigma, random.Random(seed * 100 + i))
         for i, sigma in enumerate(LABELER_NOISE)
     ]
     print(
-        f"hidden utility: words per response, capped at {CAP_WORDS}; labelers sigma "
-        f"{', '.join(f'{s:g}' for s in LABELER_NOISE)} words; overlap {OVERLAP}; "
-        f"eval: {len(eval_prompts)} prompts x {EVAL_K} samples, seed {EVAL_SEED + args.seed}"
+        f"hidden utility: {FACT_WEIGHT:g} x key fact stated + {1 - FACT_WEIGHT:g} x token F1 against the corpus "
+        f"reference (F1 alone for {', '.join(NO_KEY_FACT_TAGS)}); labelers sigma "
+        f"{', '.join(f'{s:g}' for s in LABELER_NOISE)}; overlap {OVERLAP}; "
+        f"eval: {len(eval_prompts)} prompts x {EVAL_K} samples, seed {EVAL_SEED + seed}"
     )
     print(f"reward config {json.dumps(REWARD_CONFIG)}")
     print(f"ppo config {json.dumps(PPO_CONFIG)}")
     print(
-        f"loop settings: reward_min_accuracy 0.55, ppo_max_kl {PPO_MAX_KL:g}, ppo_require_improvement True, "
-        f"auto_chain True, generate_prompts {args.prompts}"
+        f"loop settings: reward_min_accuracy {REWARD_MIN_ACCURACY:g}, ppo_max_kl {PPO_MAX_KL:g}, "
+        f"ppo_require_improvement True, auto_chain True, generate_prompts {args.prompts}"
     )
     print()
 
     results: list[dict[str, Any]] = []
 
     # Round 0: the SFT policy writes the first batch; the labelers rank it.
-    row: dict[str, Any] = {"round": 0}
+    row: dict[str, Any] = {"round": 0, "seed": seed}
     gen_run, row["generate_s"] = execute(training_run_start(project=project, kind="generate"))
     t = time.perf_counter()
     row.update(label_all(project, labelers))
     row["label_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    row.update(evaluate(sft["model_path"], eval_prompts, args.seed))
+    row.update(evaluate(sft["model_path"], eval_prompts, seed))
     row["evaluate_s"] = time.perf_counter() - t
     row["policy"] = "sft"
     report(row)
     results.append(row)
 
     for round_no in range(1, args.rounds + 1):
-        row = {"round": round_no}
+        row = {"round": round_no, "seed": seed}
         reward_run = loop_check(project=project)
         if reward_run is None:
             raise SystemExit("loop_check started no reward run")
@@ -368,17 +568,29 @@ def run_loop(args: argparse.Namespace, work: Path, migrate_s: float, started_all
             # The gate wants the new RM strictly above the promoted one on the same held-out pairs.
             # Both sit near the labelers' agreement ceiling, so that is a coin flip: the ML engineer
             # promotes the new RM (trained on more comparisons) by hand when it is within one
-            # binomial standard error of the promoted one, then starts PPO by hand.
-            new, old, n = row["rm_accuracy"], row["rm_previous"], row["eval_pairs"]
-            if new is not None and old is not None and n and old - new <= (old * (1 - old) / n) ** 0.5:
+            # binomial standard error of the promoted one (of the reward_min_accuracy bar when none is
+            # promoted yet), then starts PPO by hand.
+            new, n = row["rm_accuracy"], row["eval_pairs"]
+            old = row["rm_previous"] if row["rm_previous"] is not None else REWARD_MIN_ACCURACY
+            if new is not None and n and old - new <= (old * (1 - old) / n) ** 0.5:
                 model_version_promote(
                     version=reward_run.output_version, actor=None, reason="bench: within one standard error"
                 )
                 row["rm_by_hand"] = True
-            ppo_run = training_run_start(project=project, kind="ppo")
-            row["ppo_trigger"] = "manual"
-        ppo_run, row["ppo_s"] = execute(ppo_run)
-        ppo_eval = ppo_run.summary["evaluation"]
+            if ModelVersion.objects.filter(project=project, kind="reward", state="promoted").exists():
+                ppo_run = training_run_start(project=project, kind="ppo")
+                row["ppo_trigger"] = "manual"
+            else:
+                # No reward model passed yet (the first one's held-out accuracy is more than one SE
+                # below the bar): no PPO this round; the SFT policy writes the next batch, and the
+                # next round's reward run trains on more comparisons.
+                ppo_run = None
+                row["ppo_trigger"] = "skipped: no promoted reward model"
+        if ppo_run is not None:
+            ppo_run, row["ppo_s"] = execute(ppo_run)
+            ppo_eval = ppo_run.summary["evaluation"]
+        else:
+            ppo_eval = {}
         row.update(
             kl=ppo_eval.get("kl"),
             rm_candidate=ppo_eval.get("candidate_reward"),
@@ -395,38 +607,77 @@ def run_loop(args: argparse.Namespace, work: Path, migrate_s: float, started_all
         policy = ModelVersion.objects.get(project=project, kind="policy", state="promoted")
         row["policy"] = policy.name
         t = time.perf_counter()
-        row.update(evaluate(policy.path, eval_prompts, args.seed))
+        row.update(evaluate(policy.path, eval_prompts, seed))
         row["evaluate_s"] = time.perf_counter() - t
         report(row)
         results.append(row)
 
-    utilities = [r["utility"] for r in results]
-    rises = [b > a for a, b in itertools.pairwise(utilities)]
-    print()
-    print("utility by round: " + " -> ".join(f"{u:.2f}" for u in utilities))
-    print(
-        f"rose in {sum(rises)} of {len(rises)} rounds ("
-        + ", ".join(f"{b - a:+.2f}" for a, b in itertools.pairwise(utilities))
-        + f"); target: rises in each of 3 rounds: {'met' if len(rises) >= 3 and all(rises) else 'not met'}"
-    )
     stages = ("generate_s", "label_s", "reward_s", "ppo_s", "evaluate_s")
     totals = {s: sum(r.get(s, 0.0) for r in results) for s in stages}
-    print(
-        "stage totals: "
-        + ", ".join(f"{s[:-2]} {v:.1f} s" for s, v in totals.items())
-        + f"; whole benchmark {time.perf_counter() - started_all:.1f} s"
-    )
-    load = os.getloadavg()
-    print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    return 0 if len(rises) >= 3 and all(rises) else 1
+    print(f"seed {seed} stage totals: " + ", ".join(f"{s[:-2]} {v:.1f} s" for s, v in totals.items()))
+    return results
+
+
+def rose(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether the utility rose from row ``a`` to row ``b`` by more than one SE of the difference."""
+    return b["utility"] - a["utility"] > math.hypot(a["utility_se"], b["utility_se"])
+
+
+def summarize(by_seed: dict[int, list[dict[str, Any]]], rounds: int) -> bool:
+    """The seed x round table, the per-seed verdicts, the target line and the label efficiency;
+    whether the target is met."""
+    print()
+    print("hidden utility by round (mean over eval prompts +- SE over prompts; fact rate in brackets)")
+    print("seed  " + "  ".join(f"{f'round {n}':>22}" for n in range(rounds + 1)) + "  rose > 1 SE every round")
+    verdicts = []
+    for seed, rows in by_seed.items():
+        cells = [f"{r['utility']:.3f} +- {r['utility_se']:.3f} [{r['fact_rate']:.0%}]" for r in rows]
+        rises = [rose(a, b) for a, b in itertools.pairwise(rows)]
+        verdict = len(rises) >= 1 and all(rises)
+        verdicts.append(verdict)
+        steps = ", ".join(
+            f"{b['utility'] - a['utility']:+.3f}{'*' if ok else ''}"
+            for (a, b), ok in zip(itertools.pairwise(rows), rises, strict=True)
+        )
+        print(f"{seed:>4}  " + "  ".join(f"{c:>22}" for c in cells) + f"  {'yes' if verdict else 'no'} ({steps})")
+    print("(* a rise beyond one standard error: rise > sqrt(se_a^2 + se_b^2))")
+    met = bool(verdicts) and all(verdicts) and rounds >= 1
+    print(f"target: rises in every round for every seed beyond one SE: {'met' if met else 'not met'}")
+
+    print()
+    print("label efficiency: utility gained (last round - round 0) per 1,000 labels the last policy was trained from")
+    gains, labels = [], []
+    for seed, rows in by_seed.items():
+        gain = rows[-1]["utility"] - rows[0]["utility"]
+        gain_se = math.hypot(rows[-1]["utility_se"], rows[0]["utility_se"])
+        used = sum(r["comparisons"] for r in rows[:-1])
+        gains.append(gain)
+        labels.append(used)
+        per_k = 1000 * gain / used if used else float("nan")
+        per_k_se = 1000 * gain_se / used if used else float("nan")
+        print(
+            f"  seed {seed}: {gain:+.3f} +- {gain_se:.3f} utility over {used} labels "
+            f"({sum(r['rankings'] for r in rows[:-1])} rankings x {COMPARISONS_PER_RANKING}): "
+            f"{per_k:+.4f} +- {per_k_se:.4f} per 1,000 labels"
+        )
+    if sum(labels):
+        pooled = 1000 * sum(gains) / sum(labels)
+        line = f"  overall: {pooled:+.4f} per 1,000 labels (total gain / total labels over {len(gains)} seeds)"
+        if len(gains) > 1:
+            per_seed = [1000 * g / n for g, n in zip(gains, labels, strict=True) if n]
+            se = statistics.stdev(per_seed) / len(per_seed) ** 0.5
+            line += f"; mean of seeds {statistics.fmean(per_seed):+.4f} +- {se:.4f} (SE over seeds)"
+        print(line)
+    return met
 
 
 def report(row: dict[str, Any]) -> None:
     """One round, as printed lines."""
     n = row["round"]
     print(
-        f"round {n}: policy {row['policy']}: hidden utility {row['utility']:.2f} +- {row['utility_se']:.2f} "
-        f"(mean words, cap {CAP_WORDS}); finished {row['finished']:.0%}; mean tokens {row['tokens']:.1f}"
+        f"round {n}: policy {row['policy']}: hidden utility {row['utility']:.3f} +- {row['utility_se']:.3f} "
+        f"(fact stated {row['fact_rate']:.0%}, token F1 {row['f1']:.3f}); finished {row['finished']:.0%}; "
+        f"mean tokens {row['tokens']:.1f}"
     )
     if n > 0:
         print(
@@ -440,12 +691,12 @@ def report(row: dict[str, Any]) -> None:
             f"vs baseline {fmt(row['rm_baseline'])}; promoted {row['ppo_promoted']}"
         )
     print(
-        f"  labels: {row['rankings']} rankings, {row['skipped']} skips (empty response); labeler"
-        f" accuracy vs hidden utility {row['labeler_accuracy']:.3f}"
+        f"  labels: {row['rankings']} rankings ({row['comparisons']} comparisons), {row['skipped']} skips "
+        f"(empty response); labeler accuracy vs hidden utility {row['labeler_accuracy']:.3f}"
     )
     stages = [("generate", "generate_s"), ("label", "label_s"), ("reward", "reward_s"), ("ppo", "ppo_s")]
     times = ", ".join(f"{name} {row[key]:.1f} s" for name, key in stages if key in row)
-    print(f"  wall: {times}, evaluate {row['evaluate_s']:.1f} s; sample: {row['sample']!r}")
+    print(f"  wall: {times}, evaluate {row['evaluate_s']:.1f} s; sample: {row['sample']!r}", flush=True)
 
 
 if __name__ == "__main__":

@@ -210,14 +210,20 @@ def test_the_leaderboard_rates_every_evaluated_version_from_all_votes(tiny_model
     evaluation = evaluation_start(project=project, candidate=candidate, actor=None, enqueue=False)
     training_run_execute(run_id=evaluation.run_id)
     _label(project, "ann", _for_candidate(candidate.pk, "candidate"))
-    _label(project, "ben", _for_candidate(candidate.pk, "baseline"))
+    turns = iter(["baseline", "candidate"])
+    _label(project, "ben", lambda rs, versions: _for_candidate(candidate.pk, next(turns))(rs, versions))
     _label(project, "cid", _for_candidate(candidate.pk, "candidate"))  # nothing left: overlap 2
     board = leaderboard(project=project, resamples=50)
-    # 4 votes: the candidate won 2, lost 2 -> equal ratings, each 2 points of 4.
-    assert [(row.name, row.votes, row.points) for row in board] == [("ppo-run-1", 4, 2.0), ("sft", 4, 2.0)]
-    expected = bradley_terry([(str(candidate.pk), str(sft.pk), 1.0)] * 2 + [(str(candidate.pk), str(sft.pk), 0.0)] * 2)
+    # 4 votes: the candidate won 3, lost 1.
+    assert [(row.name, row.votes, row.points) for row in board] == [("ppo-run-1", 4, 3.0), ("sft", 4, 1.0)]
+    expected = bradley_terry(
+        [(str(candidate.pk), str(sft.pk), 1.0)] * 3 + [(str(candidate.pk), str(sft.pk), 0.0)]
+    )
     assert {row.version_id: row.rating for row in board} == {int(k): v for k, v in expected.items()}
-    assert board[0].rating == pytest.approx(1000.0)
+    # Two models, 3 wins in 4 with the prior of 0.01 virtual ties each: the ratings' gap is near
+    # 400 * log10(3) = 190.8 and their mean 1000.
+    assert board[0].rating - board[1].rating == pytest.approx(190.8, abs=2.0)
+    assert (board[0].rating + board[1].rating) / 2 == pytest.approx(1000.0)
     assert all(row.ci95 is not None and row.ci95[0] <= row.rating <= row.ci95[1] for row in board)
 
 
