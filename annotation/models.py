@@ -216,7 +216,7 @@ class ResponseSet(models.Model):
     review_state = models.CharField(max_length=16, choices=ReviewState.choices, default="", blank=True)
     # A set of a blind human evaluation of two policies: ranked like any other, never reward-model data.
     evaluation = models.ForeignKey(
-        "rlhf.Evaluation", null=True, blank=True, on_delete=models.PROTECT, related_name="response_sets"
+        "rlhf.Evaluation", null=True, blank=True, on_delete=models.RESTRICT, related_name="response_sets"
     )
 
     class Meta:
