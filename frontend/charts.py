@@ -4,6 +4,7 @@ library to vendor, and the page reads the same with scripts off."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -176,4 +177,90 @@ def series_chart(
         ticks = max(1, min(6, int(last - first)))
         steps = sorted({round(first + span * i / ticks) for i in range(ticks + 1)})
         chart.x_ticks = [(round(LEFT + inner_w * (step - first) / span, 1), str(step)) for step in steps]
+    return chart
+
+
+# --- the leaderboard: one row per model version, its rating with the 95% interval as a horizontal bar
+
+
+RATING_ROW = 30  # px per row
+RATING_TOP, RATING_BOTTOM, RATING_RIGHT = 12, 44, 28  # bottom: tick labels and the axis title
+NAME_CHARS = 28  # longer names are shortened on the chart (the table and the tooltip have them whole)
+CHAR_WIDTH = 6.6  # px per character of an 11px tick label, generously
+REFERENCE_RATING = 1000.0  # the ratings' mean, by construction
+
+
+@dataclass(frozen=True)
+class ErrorBar:
+    y: float  # the row's centre line
+    x: float  # the rating
+    low: float  # where the 95% interval starts and ends (x); both equal x without an interval
+    high: float
+    label: str  # the name shown left of the row, shortened to fit
+    title: str  # the tooltip: the whole name, rating and interval
+
+
+@dataclass
+class IntervalChart:
+    width: int = WIDTH
+    height: int = HEIGHT
+    left: float = LEFT
+    right: float = WIDTH - RATING_RIGHT
+    top: float = RATING_TOP
+    bottom: float = HEIGHT - RATING_BOTTOM
+    bars: list[ErrorBar] = field(default_factory=list)
+    x_ticks: list[tuple[float, str]] = field(default_factory=list)
+    reference: tuple[float, str] | None = None  # a dashed line down, at the mean rating
+    x_title: str = ""
+
+
+def _nice_step(span: float, count: int) -> float:
+    """A tick step of 1, 2 or 5 times a power of ten that cuts ``span`` into about ``count`` parts."""
+    raw = span / max(count, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 1] + "…"
+
+
+def rating_chart(rows: list[tuple[str, float, tuple[float, float] | None]]) -> IntervalChart:
+    """(name, rating, 95% interval) per row, best first, as dots with horizontal error bars on a
+    rating axis whose ends are ticks; the left margin fits the longest (shortened) name."""
+    longest = max((len(_short(name)) for name, _, _ in rows), default=4)
+    left = round(min(max(LEFT, longest * CHAR_WIDTH + 14), WIDTH / 2), 1)
+    height = RATING_TOP + max(len(rows), 1) * RATING_ROW + RATING_BOTTOM
+    chart = IntervalChart(height=height, left=left, bottom=height - RATING_BOTTOM, x_title="Rating (Elo scale)")
+    if not rows:
+        return chart
+    values = [REFERENCE_RATING]
+    for _, rating, ci in rows:
+        values += [rating, *(ci or ())]
+    low, high = min(values), max(values)
+    step = _nice_step((high - low) or 100.0, 5)
+    low, high = math.floor(low / step) * step, math.ceil(high / step) * step
+    if high == low:
+        low, high = low - step, high + step
+    inner = chart.right - chart.left
+
+    def x(value: float) -> float:
+        return round(chart.left + (value - low) / (high - low) * inner, 1)
+
+    ticks = round((high - low) / step)
+    chart.x_ticks = [(x(low + step * i), f"{low + step * i:g}") for i in range(ticks + 1)]
+    chart.reference = (x(REFERENCE_RATING), f"mean {REFERENCE_RATING:g}")
+    for index, (name, rating, ci) in enumerate(rows):
+        y = round(RATING_TOP + RATING_ROW * (index + 0.5), 1)
+        interval = f", 95% interval {ci[0]:.0f} – {ci[1]:.0f}" if ci else ""
+        chart.bars.append(
+            ErrorBar(
+                y=y,
+                x=x(rating),
+                low=x(ci[0]) if ci else x(rating),
+                high=x(ci[1]) if ci else x(rating),
+                label=_short(name),
+                title=f"{name}: {rating:.0f}{interval}",
+            )
+        )
     return chart

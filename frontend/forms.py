@@ -9,6 +9,7 @@ from django import forms
 from annotation import rules
 from annotation.models import TaskMode
 from labelers.models import Role
+from rlhf.models import LoopSettings
 from rlhf.services.loop_settings import loop_setting_bounds
 
 
@@ -142,6 +143,11 @@ class LabelerUpdateForm(forms.Form):
     status_reason = forms.CharField(max_length=500, required=False)
 
 
+def _model_help(name: str) -> str:
+    """The loop setting's help text, written once on the model field."""
+    return str(LoopSettings._meta.get_field(name).help_text)
+
+
 class LoopSettingsForm(forms.Form):
     auto_chain = forms.BooleanField(
         label="Chain the steps automatically",
@@ -182,3 +188,66 @@ class LoopSettingsForm(forms.Form):
         help_text='An absolute path; one {"prompt", "completion"}, {"prompt", "response"} or {"messages": [...]} '
         "object per line. Needed when ppo_config sets ptx_coef above 0; empty for none.",
     )
+    reward_margin = forms.FloatField(
+        label="Reward model: margin below the promoted one",
+        **loop_setting_bounds("reward_margin"),
+        help_text=_model_help("reward_margin"),
+    )
+    human_eval = forms.BooleanField(
+        label="Human evaluation before a PPO policy is promoted", required=False, help_text=_model_help("human_eval")
+    )
+    human_eval_prompts = forms.IntegerField(
+        label="Prompts per human evaluation",
+        **loop_setting_bounds("human_eval_prompts"),
+        help_text=_model_help("human_eval_prompts"),
+    )
+    human_eval_min_votes = forms.IntegerField(
+        label="Votes before it decides",
+        **loop_setting_bounds("human_eval_min_votes"),
+        help_text=_model_help("human_eval_min_votes"),
+    )
+    human_eval_threshold = forms.FloatField(
+        label="Win rate to beat (lower bound of the 95% interval)",
+        **loop_setting_bounds("human_eval_threshold"),
+        help_text=_model_help("human_eval_threshold"),
+    )
+    human_eval_timeout_hours = forms.IntegerField(
+        label="Waits for votes (hours)",
+        **loop_setting_bounds("human_eval_timeout_hours"),
+        help_text=_model_help("human_eval_timeout_hours"),
+    )
+
+    # How the page groups the settings: (legend, field names), in the order shown.
+    GROUPS = (
+        ("The loop", ("auto_chain", "retrain_min_comparisons", "generate_prompts", "max_response_tokens")),
+        ("Reward model gate", ("reward_min_accuracy", "reward_margin")),
+        ("PPO gate", ("ppo_max_kl", "sft_data_path")),
+        (
+            "Human evaluation",
+            (
+                "human_eval",
+                "human_eval_prompts",
+                "human_eval_min_votes",
+                "human_eval_threshold",
+                "human_eval_timeout_hours",
+            ),
+        ),
+    )
+
+    def groups(self) -> list[tuple[str, list[forms.BoundField]]]:
+        """The bound fields by group, for the page's fieldsets."""
+        return [(legend, [self[name] for name in names]) for legend, names in self.GROUPS]
+
+
+class EvaluationStartForm(forms.Form):
+    """Which two policies a human evaluation compares; the choices are the project's policies."""
+
+    candidate = forms.TypedChoiceField(coerce=int, label="Candidate policy", help_text="The policy on trial.")
+    baseline = forms.TypedChoiceField(
+        coerce=int, label="Baseline policy", help_text="What it must beat; the promoted policy unless you pick another."
+    )
+
+    def __init__(self, *args: Any, policies: list[tuple[int, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("candidate", "baseline"):
+            self.fields[name].choices = policies  # type: ignore[attr-defined]

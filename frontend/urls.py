@@ -1,6 +1,6 @@
 from django.urls import path
 
-from frontend.views import guidelines, labelers, labeling, pages, projects, quality, training
+from frontend.views import evaluations, guidelines, labelers, labeling, pages, projects, quality, training
 
 app_name = "frontend"
 
@@ -61,6 +61,14 @@ urlpatterns = [
         name="loop_settings_update",
     ),
     path("manage/projects/<int:project_id>/compare/", training.compare_page, name="compare_page"),
+    path(
+        "manage/projects/<int:project_id>/evaluations/start/",
+        training.evaluation_create,
+        name="evaluation_create",
+    ),
+    path("manage/projects/<int:project_id>/leaderboard/", evaluations.leaderboard_page, name="leaderboard_page"),
+    path("manage/evaluations/<int:evaluation_id>/", evaluations.evaluation_detail, name="evaluation_detail"),
+    path("manage/evaluations/<int:evaluation_id>/live/", evaluations.evaluation_live, name="evaluation_live"),
     path("manage/versions/<int:version_id>/promote/", training.model_promote, name="model_promote"),
     path("manage/runs/<int:run_id>/", training.run_detail, name="run_detail"),
     path("manage/runs/<int:run_id>/live/", training.run_live, name="run_live"),

@@ -217,9 +217,7 @@ class RewardGate:
             "new_only": self.new_only,
             "old_only": self.old_only,
             "p_value": self.p_value,
-            "passed": self.passed,
-            "reason": self.reason,
-            "checks": [c.to_json() for c in self.checks],
+            **_verdict_json(self),
         }
 
     @classmethod
@@ -363,9 +361,7 @@ class PPOGate:
             "judge_independent": self.judge_independent,
             "optimised_candidate_reward": self.optimised_candidate_reward,
             "optimised_baseline_reward": self.optimised_baseline_reward,
-            "passed": self.passed,
-            "reason": self.reason,
-            "checks": [c.to_json() for c in self.checks],
+            **_verdict_json(self),
         }
 
     @classmethod
@@ -509,9 +505,7 @@ class HumanEvalGate:
             "threshold": self.threshold,
             "timed_out": self.timed_out,
             "timeout_hours": self.timeout_hours,
-            "passed": self.passed,
-            "reason": self.reason,
-            "checks": [c.to_json() for c in self.checks],
+            **_verdict_json(self),
         }
 
     @classmethod
@@ -533,6 +527,11 @@ class HumanEvalGate:
 
 
 Gate = RewardGate | PPOGate | HumanEvalGate
+
+
+def _verdict_json(gate: Gate) -> dict[str, Any]:
+    """The part every gate stores alike: the verdict, its reason in words and each check."""
+    return {"passed": gate.passed, "reason": gate.reason, "checks": [c.to_json() for c in gate.checks]}
 
 
 def _reason(passed: bool | None, checks: list[GateCheck]) -> str:

@@ -21,10 +21,11 @@ from config import jsonsafe
 from config.exceptions import ApplicationError, NotFound
 from frontend import charts
 from frontend.forms import LoopSettingsForm
+from frontend.views import evaluations
 from frontend.views.common import current_user, is_admin, is_htmx, role_required
 from labelers.models import Role
 from rlhf import selectors
-from rlhf.models import LoopSettings, ModelKind, ModelState, ModelVersion, RunKind, TrainingRun
+from rlhf.models import Evaluation, LoopSettings, ModelKind, ModelState, ModelVersion, RunKind, TrainingRun
 from rlhf.records import (
     ModelMetrics,
     PPOGate,
@@ -38,6 +39,7 @@ from rlhf.records import (
 )
 from rlhf.services import loop_settings as loop_settings_services
 from rlhf.services import registry, runs
+from rlhf.services.evaluations import evaluation_start
 
 RUNS_SHOWN = 50
 START_BUTTONS = (
@@ -119,6 +121,7 @@ def _training_context(request: HttpRequest, project: Project) -> dict[str, Any]:
         "loop": loop,
         "settings_form": _settings_form(loop),
         "can_edit_settings": is_admin(request),
+        **evaluations.evaluations_context(project),
     }
 
 
@@ -279,6 +282,52 @@ def loop_settings_update(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(request, "frontend/training/page.html", context, status=400)
 
 
+@role_required(Role.ADMIN, Role.ML_ENGINEER)
+@require_POST
+def evaluation_create(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Start a human evaluation of two policies; a refusal (the same policy twice, one still open)
+    shows next to the field it is about, or above the form."""
+    project = annotation_selectors.project_get(project_id=project_id)
+    form = evaluations.evaluation_start_form(project, request.POST)
+    started: Evaluation | None = None
+    status = 400
+    if form.is_valid():
+        versions = {v.pk: v for v in selectors.model_version_list(project=project)}
+        try:
+            started = evaluation_start(
+                project=project,
+                candidate=versions[form.cleaned_data["candidate"]],
+                baseline=versions[form.cleaned_data["baseline"]],
+                actor=current_user(request),
+            )
+        except ApplicationError as exc:
+            status = exc.status
+            fields = {field: message for field, message in exc.field_messages().items() if field in form.fields}
+            for field, message in fields.items():
+                form.add_error(field, message)
+            if not fields:
+                form.add_error(None, exc.message)
+    notice = (
+        f"Evaluation {started.pk} started: '{started.candidate.name}' against '{started.baseline.name}'."
+        if started is not None
+        else ""
+    )
+    if is_htmx(request):
+        section = evaluations.evaluations_context(
+            project, form=None if started else form, notice=notice, started=started
+        )
+        # 200 with the errors in the form: htmx swaps no 4xx answer in.
+        response = render(request, "frontend/training/_evaluations.html", section)
+        if started is not None:
+            response["HX-Trigger"] = "runs-changed"  # its evaluate run is queued
+        return response
+    if started is not None:
+        messages.success(request, notice)
+        return redirect("frontend:evaluation_detail", evaluation_id=started.pk)
+    context = {**_training_context(request, project), **evaluations.evaluations_context(project, form=form)}
+    return render(request, "frontend/training/page.html", context, status=status)
+
+
 # --- one run --------------------------------------------------------------------------------------
 
 
@@ -344,6 +393,7 @@ def _run_live_context(run: TrainingRun) -> dict[str, Any]:
         "samples": summary.samples,
         "snapshot": _snapshot_items(run.data_snapshot),
         "summary_metrics": summary.scalar_metrics,
+        **evaluations.run_evaluations(run),
     }
 
 
@@ -358,7 +408,11 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         **_run_live_context(run),
         "section": "training",
         "config_json": json.dumps(run.config, indent=2, sort_keys=True),
-        "inputs": [("Policy", run.policy), ("SFT reference", run.reference), ("Reward model", run.reward_model)],
+        "inputs": (
+            [("Candidate policy", run.policy), ("Baseline policy", run.reference)]
+            if run.kind == RunKind.EVALUATE
+            else [("Policy", run.policy), ("SFT reference", run.reference), ("Reward model", run.reward_model)]
+        ),
     }
     return render(request, "frontend/training/run.html", context)
 
