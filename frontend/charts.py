@@ -199,6 +199,14 @@ class ErrorBar:
     label: str  # the name shown left of the row, shortened to fit
     title: str  # the tooltip: the whole name, rating and interval
 
+    @property
+    def cap_top(self) -> float:
+        return round(self.y - 6, 1)
+
+    @property
+    def cap_bottom(self) -> float:
+        return round(self.y + 6, 1)
+
 
 @dataclass
 class IntervalChart:
@@ -212,6 +220,23 @@ class IntervalChart:
     x_ticks: list[tuple[float, str]] = field(default_factory=list)
     reference: tuple[float, str] | None = None  # a dashed line down, at the mean rating
     x_title: str = ""
+
+    @property
+    def label_x(self) -> float:
+        """Where the names end, right-aligned left of the plot."""
+        return round(self.left - 8, 1)
+
+    @property
+    def tick_y(self) -> float:
+        return round(self.bottom + 16, 1)
+
+    @property
+    def title_x(self) -> float:
+        return round((self.left + self.right) / 2, 1)
+
+    @property
+    def title_y(self) -> float:
+        return round(self.bottom + 34, 1)
 
 
 def _nice_step(span: float, count: int) -> float:

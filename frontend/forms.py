@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.db import models
 
 from annotation import rules
 from annotation.models import TaskMode
@@ -145,7 +146,9 @@ class LabelerUpdateForm(forms.Form):
 
 def _model_help(name: str) -> str:
     """The loop setting's help text, written once on the model field."""
-    return str(LoopSettings._meta.get_field(name).help_text)
+    field = LoopSettings._meta.get_field(name)
+    assert isinstance(field, models.Field), name
+    return str(field.help_text)
 
 
 class LoopSettingsForm(forms.Form):

@@ -358,6 +358,12 @@ def test_loop_settings_for_admins_only(loop, admin_user, ml_engineer):
         "generate_prompts": "32",
         "max_response_tokens": "48",
         "sft_data_path": "",
+        "reward_margin": "0.03",
+        "human_eval": "on",
+        "human_eval_prompts": "24",
+        "human_eval_min_votes": "40",
+        "human_eval_threshold": "0.55",
+        "human_eval_timeout_hours": "48",
     }
     engineer_page = _client(ml_engineer).get(f"/manage/projects/{loop.pk}/training/").content.decode()
     assert "Admins change these." in engineer_page
@@ -377,6 +383,14 @@ def test_loop_settings_for_admins_only(loop, admin_user, ml_engineer):
         settings_row.max_response_tokens,
         settings_row.sft_data_path,
     ) == (False, 120, 0.6, 4.5, 32, 48, "")
+    assert (
+        settings_row.reward_margin,
+        settings_row.human_eval,
+        settings_row.human_eval_prompts,
+        settings_row.human_eval_min_votes,
+        settings_row.human_eval_threshold,
+        settings_row.human_eval_timeout_hours,
+    ) == (0.03, True, 24, 40, 0.55, 48)
 
     response = client.post(url, {**data, "reward_min_accuracy": "1.5", "generate_prompts": "0"})
     assert response.status_code == 400

@@ -216,9 +216,7 @@ def test_the_leaderboard_rates_every_evaluated_version_from_all_votes(tiny_model
     board = leaderboard(project=project, resamples=50)
     # 4 votes: the candidate won 3, lost 1.
     assert [(row.name, row.votes, row.points) for row in board] == [("ppo-run-1", 4, 3.0), ("sft", 4, 1.0)]
-    expected = bradley_terry(
-        [(str(candidate.pk), str(sft.pk), 1.0)] * 3 + [(str(candidate.pk), str(sft.pk), 0.0)]
-    )
+    expected = bradley_terry([(str(candidate.pk), str(sft.pk), 1.0)] * 3 + [(str(candidate.pk), str(sft.pk), 0.0)])
     assert {row.version_id: row.rating for row in board} == {int(k): v for k, v in expected.items()}
     # Two models, 3 wins in 4 with the prior of 0.01 virtual ties each: the ratings' gap is near
     # 400 * log10(3) = 190.8 and their mean 1000.
