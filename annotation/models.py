@@ -223,6 +223,12 @@ class ResponseSet(models.Model):
         ordering = ["id"]
         indexes = [
             models.Index(fields=["project", "status", "-submitted_count", "id"], name="responseset_queue_idx"),
+            # The human evaluations' sets, leased first: a few, found without reading the whole queue.
+            models.Index(
+                fields=["project", "status", "-submitted_count", "id"],
+                condition=Q(evaluation__isnull=False),
+                name="responseset_eval_queue_idx",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

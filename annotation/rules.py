@@ -223,6 +223,13 @@ def sql_set_complete(*, required: str, submitted: str) -> str:
     return f"{submitted} >= {required}"
 
 
+def sql_preference_set(evaluation: str) -> str:
+    """A set's rankings are preference data (reward-model rows, the export, the agreement report)
+    unless the set is a human evaluation's (``evaluation``: its evaluation column), which judges
+    models and never trains them or scores labelers. The ORM's twin: ``annotation.selectors``."""
+    return f"{evaluation} IS NULL"
+
+
 def sql_outcome_code(outcome: str) -> str:
     """``outcome`` (a column holding "a", "b" or "tie") as its number, as ``OUTCOME_CODES`` says."""
     cases = " ".join(f"WHEN '{name}' THEN {code}" for name, code in OUTCOME_CODES.items() if code)

@@ -30,11 +30,16 @@ from labelers.selectors import user_role
 from labelers.types import AuthUser
 
 
+def preference_sets(*, project: Project) -> QuerySet[ResponseSet]:
+    """The sets whose rankings are preference data (reward-model training, the export, the retrain
+    schedule, the agreement report and labeler figures): all of a project's but those of human
+    evaluations, which judge models and never train them (``rules.sql_preference_set`` in SQL)."""
+    return ResponseSet.objects.filter(project=project, evaluation__isnull=True)
+
+
 def preference_comparisons(*, project: Project) -> QuerySet[Comparison]:
-    """The comparisons that are preference data (reward-model training, the export, the retrain
-    schedule): all of a project's but those of human-evaluation sets, which judge models and never
-    train them."""
-    return Comparison.objects.filter(response_set__project=project, response_set__evaluation__isnull=True)
+    """The comparisons of ``preference_sets``."""
+    return Comparison.objects.filter(response_set__in=preference_sets(project=project))
 
 
 def project_list(*, active_only: bool = False) -> QuerySet[Project]:

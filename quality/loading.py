@@ -16,6 +16,7 @@ from django.db import connection
 
 from annotation import rules
 from annotation.models import Comparison, Guideline, Project, Ranking, ResponseSet
+from annotation.selectors import preference_sets
 from quality.arrays import Labels, RankingMeta
 from quality.models import LabelerQuality
 
@@ -27,12 +28,12 @@ _SELECT = f"""
     JOIN {ResponseSet._meta.db_table} s ON s.id = c.response_set_id
     JOIN {Ranking._meta.db_table} r ON r.id = c.ranking_id
     LEFT JOIN {Guideline._meta.db_table} g ON g.id = r.guideline_id
-    WHERE s.project_id = %s
+    WHERE s.project_id = %s AND {rules.sql_preference_set("s.evaluation_id")}
 """
 
 
 def load_labels(project_id: int) -> Labels:
-    """Every comparison of the project as arrays. PostgreSQL streams it with COPY."""
+    """Every comparison of the project that is preference data as arrays. PostgreSQL streams it with COPY."""
     if connection.vendor == "postgresql":
         sql = _SELECT.format(day="(c.created_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01'")
         query = sql.replace("%s", str(int(project_id)))  # an int: nothing to quote
@@ -63,7 +64,8 @@ def load_ranking_meta(project: Project) -> RankingMeta:
         order = ", ".join(f"CAST(r.display_order->>{i} AS bigint)" for i in range(k))
         sql = (
             f"SELECT r.id, r.labeler_id, r.time_spent_ms, s.prompt_id, {order} FROM {Ranking._meta.db_table} r "
-            f"JOIN {ResponseSet._meta.db_table} s ON s.id = r.response_set_id WHERE s.project_id = %s ORDER BY r.id"
+            f"JOIN {ResponseSet._meta.db_table} s ON s.id = r.response_set_id "
+            f"WHERE s.project_id = %s AND {rules.sql_preference_set('s.evaluation_id')} ORDER BY r.id"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, [project.pk])
@@ -76,7 +78,7 @@ def load_ranking_meta(project: Project) -> RankingMeta:
             display=np.ascontiguousarray(data[:, 4:]),
         )
     rows = list(
-        Ranking.objects.filter(response_set__project=project)
+        Ranking.objects.filter(response_set__in=preference_sets(project=project))
         .order_by("id")
         .values_list("id", "labeler_id", "time_spent_ms", "response_set__prompt_id", "display_order")
         .iterator(chunk_size=20000)
@@ -103,7 +105,9 @@ def load_set_tags(project: Project) -> dict[int, list[str]]:
     """The tags of each set's prompt (sets without tags left out)."""
     return {
         set_id: tags
-        for set_id, tags in project.response_sets.values_list("id", "prompt__tags").iterator(chunk_size=10000)
+        for set_id, tags in preference_sets(project=project)
+        .values_list("id", "prompt__tags")
+        .iterator(chunk_size=10000)
         if tags
     }
 

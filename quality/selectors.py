@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from annotation import rules
 from annotation.models import Project, Ranking, ResponseSet, ResponseSetItem
+from annotation.selectors import preference_sets
 from labelers.models import LabelerProfile, LabelerStatus
 from quality.models import AUTO_PAUSE_PREFIX, AgreementReport, LabelerQuality, ResponseSetConsensus
 from quality.records import AgreementReportRecord
@@ -282,7 +283,7 @@ def agreement_drilldown(
     number counts on it: the pair's own decisions, the labeler's against the others, the label
     pairs made under one guideline version, or all of a set's label pairs (tag, low agreement).
     Lowest agreement first."""
-    sets = ResponseSet.objects.filter(project=project)
+    sets = preference_sets(project=project)
     if labeler_id is not None:
         sets = sets.filter(rankings__labeler_id=labeler_id)
     if pair is not None:

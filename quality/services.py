@@ -205,12 +205,23 @@ def gold_result_record(
     return quality
 
 
+def _not_an_evaluation_item(response_set: ResponseSet, what: str) -> None:
+    """A human evaluation's items judge models: they are never gold, reviewed or relabelled."""
+    if response_set.evaluation_id is not None:
+        raise Conflict(
+            f"set {response_set.pk} is an item of human evaluation {response_set.evaluation_id}; {what} only "
+            "preference data.",
+            code="evaluation_item",
+        )
+
+
 @transaction.atomic
 def response_set_make_gold(
     *, response_set: ResponseSet, actor: AuthUser | None, ranks: dict[str, int] | None = None
 ) -> ResponseSet:
     """Make a set gold with a reference ranking, or, without one, with its consensus (which must be
     confident: at least the project's qualification threshold). One audit row, by ``actor``."""
+    _not_an_evaluation_item(response_set, "gold sets are")
     source = "a reference ranking" if ranks is not None else "its consensus"
     if ranks is None:
         consensus = ResponseSetConsensus.objects.filter(response_set=response_set).first()
@@ -251,6 +262,7 @@ def response_set_make_gold(
 @transaction.atomic
 def review_accept(*, response_set: ResponseSet, ranking: Ranking, actor: AuthUser | None) -> ResponseSetConsensus:
     """An admin (``actor``) takes one labeler's ranking as the set's consensus; one audit row."""
+    _not_an_evaluation_item(response_set, "review takes")
     if ranking.response_set_id != response_set.pk:
         raise ApplicationError("that ranking belongs to another response set.", field="ranking_id", code="invalid")
     previous = ResponseSetConsensus.objects.filter(response_set=response_set).first()
@@ -287,6 +299,7 @@ def review_accept(*, response_set: ResponseSet, ranking: Ranking, actor: AuthUse
 def review_request_more_labels(*, response_set: ResponseSet) -> ResponseSet:
     """One more labeler for this set: overlap + 1, back in the queue."""
     locked = ResponseSet.objects.select_for_update().get(pk=response_set.pk)
+    _not_an_evaluation_item(locked, "review takes")
     locked.required_count += 1
     locked.status = ResponseSetStatus.OPEN
     locked.completed_at = None

@@ -169,8 +169,14 @@ class RewardGate:
                         f"{self.pairs} pairs ({self.new_only} right only for the new one, {self.old_only} only for "
                         f"the promoted one; one-sided McNemar p = {self.p_value:.3f}): "
                         + (
-                            f"it leads by more than the margin {percent(self.margin)} and significantly, so the "
-                            "new one is refused."
+                            (
+                                f"it leads by more than the margin {percent(self.margin)} and is right on every "
+                                f"pair where they differ, too few for the test to reach p < {REWARD_ALPHA:g}, so "
+                                "the new one is refused."
+                                if self.p_value >= REWARD_ALPHA
+                                else f"it leads by more than the margin {percent(self.margin)} and significantly, "
+                                "so the new one is refused."
+                            )
                             if beaten
                             else f"not better by more than the margin {percent(self.margin)} with p < {REWARD_ALPHA:g}."
                         ),
@@ -243,19 +249,28 @@ class RewardGate:
 def _promoted_beats(
     new: float, promoted: float | None, margin: float, new_only: int | None, old_only: int | None
 ) -> bool:
-    """The reward gate's refusal: the promoted model leads by more than the margin, significantly."""
+    """The reward gate's refusal: the promoted model leads by more than the margin, significantly;
+    or, where the two differ on too few pairs for the test ever to reach significance, on every one."""
     if promoted is None or new_only is None or old_only is None:
         return False
-    return promoted - new > margin and mcnemar_one_sided(new_only, old_only) < REWARD_ALPHA
+    if promoted - new <= margin:
+        return False
+    return mcnemar_one_sided(new_only, old_only) < REWARD_ALPHA or (_untestable(new_only, old_only) and new_only == 0)
+
+
+def _untestable(new_only: int, old_only: int) -> bool:
+    """Too few discordant pairs for the one-sided test to reject even if all went one way."""
+    return mcnemar_one_sided(0, new_only + old_only) >= REWARD_ALPHA
 
 
 @dataclass(frozen=True)
 class PPOGate:
     """A PPO policy passes when its mean KL to the reference is at most ``max_kl`` and, with
     ``require_improvement`` (the loop setting ppo_require_improvement), its held-out reward is above
-    the policy it started from on the same prompts, as scored by the judge: a reward model the
-    candidate was not optimised against (the one promoted before it) when there is one, else the
-    one it was optimised against, which the verdict then says."""
+    the policy it started from on the same prompts, as scored by the judge: the newest promoted
+    reward model that neither policy nor any policy they descend from was optimised against
+    (``registry.independent_judge``) when there is one, else the one it was optimised against,
+    which the verdict then says."""
 
     candidate_reward: float | None
     baseline_reward: float | None
@@ -308,7 +323,10 @@ class PPOGate:
             return ""
         if self.judge_independent:
             return f"judged by reward model '{self.judge}', which PPO did not optimise against"
-        return f"judged by reward model '{self.judge}', the one PPO optimised against (no independent judge yet)"
+        return (
+            f"judged by reward model '{self.judge}', the one PPO optimised against (no promoted reward model "
+            "that neither policy was optimised against)"
+        )
 
     @property
     def checks(self) -> list[GateCheck]:
@@ -395,7 +413,10 @@ class HumanEvalGate:
     end of the 95% Wilson interval of its win rate over the baseline (ties counted half) is above
     ``threshold``. With fewer votes it waits (``passed`` None) until the deadline, where it ends as
     not passed. A vote is one labeler's ranking of one evaluation item: the share of the item's
-    (candidate answer, baseline answer) pairs the candidate won."""
+    (candidate answer, baseline answer) pairs the candidate won. Votes on one prompt are not
+    independent (the same two answers), so the unit is the prompt: the win rate is the mean over
+    the prompts voted on of each prompt's mean vote, and the interval counts prompts, not votes
+    (Wilson on scores in [0, 1] is conservative: their variance is at most p(1 - p))."""
 
     evaluation: int | None
     candidate: str
@@ -408,6 +429,8 @@ class HumanEvalGate:
     timed_out: bool = False
     timeout_hours: int | None = None
     passed: bool | None = None  # None: waiting for votes
+    prompts_voted: int = 0  # the prompts with at least one vote: the interval's sample size
+    prompt_points: float = 0.0  # the sum over those prompts of each one's mean vote
     version: int = RECORD_VERSION
     gate = "human"
 
@@ -425,10 +448,12 @@ class HumanEvalGate:
         threshold: float,
         timed_out: bool,
         timeout_hours: int | None = None,
+        prompts_voted: int,
+        prompt_points: float,
     ) -> HumanEvalGate:
         passed: bool | None
-        if votes >= min_votes and votes > 0:
-            passed = wilson_interval(points, votes)[0] > threshold
+        if votes >= min_votes and votes > 0 and prompts_voted > 0:
+            passed = wilson_interval(prompt_points, prompts_voted)[0] > threshold
         else:
             passed = False if timed_out else None
         return cls(
@@ -443,15 +468,17 @@ class HumanEvalGate:
             timed_out,
             timeout_hours,
             passed,
+            prompts_voted,
+            prompt_points,
         )
 
     @property
     def win_rate(self) -> float | None:
-        return self.points / self.votes if self.votes else None
+        return self.prompt_points / self.prompts_voted if self.prompts_voted else None
 
     @property
     def ci95(self) -> tuple[float, float] | None:
-        return wilson_interval(self.points, self.votes) if self.votes else None
+        return wilson_interval(self.prompt_points, self.prompts_voted) if self.prompts_voted else None
 
     @property
     def enough_votes(self) -> bool:
@@ -474,9 +501,10 @@ class HumanEvalGate:
         if self.votes and self.ci95 is not None:
             low, high = self.ci95
             above = low > self.threshold
+            on = f"{self.prompts_voted} prompt{'s' if self.prompts_voted != 1 else ''}"
             text = (
                 f"Win rate of '{self.candidate}' over '{self.baseline}' {percent(self.win_rate)} "
-                f"(95% CI {percent(low)} – {percent(high)}, ties count half): the lower bound is "
+                f"(95% CI {percent(low)} – {percent(high)} over {on}, ties count half): the lower bound is "
                 f"{'above' if above else 'not above'} {percent(self.threshold)}."
             )
             out.append(GateCheck("win_rate", above if self.enough_votes else None, text))
@@ -499,6 +527,8 @@ class HumanEvalGate:
             "votes": self.votes,
             "labelers": self.labelers,
             "points": self.points,
+            "prompts_voted": self.prompts_voted,
+            "prompt_points": self.prompt_points,
             "win_rate": self.win_rate,
             "ci95": list(ci) if ci is not None else None,
             "min_votes": self.min_votes,
@@ -522,6 +552,9 @@ class HumanEvalGate:
             timed_out=bool(data.get("timed_out")),
             timeout_hours=_int(data.get("timeout_hours")),
             passed=data.get("passed"),
+            # Rows before prompts were the unit counted each vote as one.
+            prompts_voted=_int(data.get("prompts_voted", data.get("votes"))) or 0,
+            prompt_points=_float(data.get("prompt_points", data.get("points"))) or 0.0,
             version=int(data.get("version", 0)),
         )
 

@@ -261,6 +261,9 @@ def evaluation_report(*, evaluation: Evaluation, now: Any = None) -> EvaluationR
         vote_set[ranking_id] = set_id
         labelers.add(labeler_id)
     scores = {ranking: sum(points) / len(points) for ranking, points in per_vote.items()}
+    per_prompt: dict[int, list[float]] = {}
+    for ranking, score in scores.items():
+        per_prompt.setdefault(vote_set[ranking], []).append(score)
     now = now or timezone.now()
     gate = HumanEvalGate.decide(
         evaluation=evaluation.pk,
@@ -273,6 +276,8 @@ def evaluation_report(*, evaluation: Evaluation, now: Any = None) -> EvaluationR
         threshold=evaluation.threshold,
         timed_out=evaluation.deadline is not None and now >= evaluation.deadline,
         timeout_hours=evaluation.timeout_hours,
+        prompts_voted=len(per_prompt),
+        prompt_points=sum(sum(v) / len(v) for v in per_prompt.values()),
     )
     sets = {
         rs.pk: rs

@@ -145,6 +145,19 @@ def _sql() -> dict[str, str]:
     free = rules.sql_slot_free(
         required="s.required_count", submitted="s.submitted_count", live_leases=live.format("s.id")
     )
+
+    def candidate(only: str) -> str:
+        return f"""
+            SELECT {db.columns(ResponseSet, "s")}, {db.columns(Prompt, "pr")}
+            FROM {response_set} s JOIN {db.table(Prompt)} pr ON pr.id = s.prompt_id
+            WHERE s.project_id = %s AND s.status = {db.literal(ResponseSetStatus.OPEN)} AND {fills} {only}
+              AND NOT EXISTS (
+                SELECT 1 FROM {assignment} m
+                WHERE m.response_set_id = s.id AND m.labeler_id = %s AND m.status <> {expired})
+              AND {free}
+            ORDER BY s.submitted_count DESC, s.id
+            LIMIT 1"""
+
     return {
         # My leases on the project that are live or lapsed; ``current``: live now.
         "held": f"""
@@ -154,16 +167,9 @@ def _sql() -> dict[str, str]:
             ORDER BY a.leased_at""",
         # The open set nearest completion that I never had and that has a free slot, with its
         # prompt. The lock (added per backend) covers the set row only.
-        "candidate": f"""
-            SELECT {db.columns(ResponseSet, "s")}, {db.columns(Prompt, "pr")}
-            FROM {response_set} s JOIN {db.table(Prompt)} pr ON pr.id = s.prompt_id
-            WHERE s.project_id = %s AND s.status = {db.literal(ResponseSetStatus.OPEN)} AND {fills}
-              AND NOT EXISTS (
-                SELECT 1 FROM {assignment} m
-                WHERE m.response_set_id = s.id AND m.labeler_id = %s AND m.status <> {expired})
-              AND {free}
-            ORDER BY s.submitted_count DESC, s.id
-            LIMIT 1""",
+        "candidate": candidate(""),
+        # The same among the sets of human evaluations, which go first: a gate waits for their votes.
+        "candidate_evaluation": candidate("AND s.evaluation_id IS NOT NULL"),
         # The set's responses in position order and, in this fresh statement (under the set's
         # lock), how many live leases it has now.
         "responses": f"""
@@ -176,7 +182,8 @@ def _sql() -> dict[str, str]:
 
 def assignment_lease_next(*, project: Project, labeler: AuthUser) -> Assignment | None:
     """Lease the next response set to ``labeler``: their current lease if they hold one, else the
-    open set nearest completion that they have never had. ``None`` when no work is left."""
+    open set nearest completion that they have never had, a human evaluation's sets before the
+    others. ``None`` when no work is left."""
     _check_labeler(user=labeler, project=project)
     for _ in range(LEASE_ATTEMPTS):
         try:
@@ -228,13 +235,15 @@ def _lease_once(*, project: Project, labeler: AuthUser) -> Assignment | Literal[
 
     params = [project.pk, labeler.pk, db.db_datetime(now)]
     if db.vendor() == "postgresql":
-        row = db.fetch_one(sql["candidate"] + " FOR NO KEY UPDATE OF s SKIP LOCKED", params)
+        row = db.fetch_one(sql["candidate_evaluation"] + " FOR NO KEY UPDATE OF s SKIP LOCKED", params)
+        if row is None:
+            row = db.fetch_one(sql["candidate"] + " FOR NO KEY UPDATE OF s SKIP LOCKED", params)
         if row is None:
             # Every open set may just be locked by other labelers' leases in flight: wait for one
             # instead of telling this labeler there is no work.
             row = db.fetch_one(sql["candidate"] + " FOR NO KEY UPDATE OF s", params)
     else:  # SQLite: the IMMEDIATE transaction already holds the database's write lock
-        row = db.fetch_one(sql["candidate"], params)
+        row = db.fetch_one(sql["candidate_evaluation"], params) or db.fetch_one(sql["candidate"], params)
     if row is None:
         return None
     response_set, end = db.instance(ResponseSet, row)

@@ -164,8 +164,10 @@ def _sql(vendor: str) -> dict[str, str]:
     assignment, response_set, ranking = db.table(Assignment), db.table(ResponseSet), db.table(Ranking)
     submitted, complete = db.literal(AssignmentStatus.SUBMITTED), db.literal(ResponseSetStatus.COMPLETE)
     leased, expired = db.literal(AssignmentStatus.LEASED), db.literal(AssignmentStatus.EXPIRED)
-    # The set completes with its last slot; gold sets never fill up.
-    completes = rules.sql_set_complete(required="required_count", submitted="submitted_count + 1")
+    # An open set completes with its last slot (a retired one stays retired); gold sets never fill up.
+    completes = f"status = {db.literal(ResponseSetStatus.OPEN)} AND " + rules.sql_set_complete(
+        required="required_count", submitted="submitted_count + 1"
+    )
     count = f"""
         UPDATE {response_set} SET
           submitted_count = submitted_count + 1,

@@ -6,6 +6,7 @@ the deadline passes; a passed evaluation of a PPO run promotes its policy and th
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.db import transaction
@@ -16,6 +17,7 @@ from audit.models import AuditAction
 from audit.services import audit_record
 from config.exceptions import ApplicationError, Conflict
 from labelers.types import AuthUser
+from rlhf.data import evaluation_prompts
 from rlhf.models import (
     EVALUATION_OPEN,
     Evaluation,
@@ -71,6 +73,21 @@ def evaluation_start(
             code="evaluation_active",
         )
     loop = loop_settings_get(project=project)
+    prompts = len(evaluation_prompts(project=project, limit=loop.human_eval_prompts))
+    if prompts == 0:
+        raise Conflict(
+            "the project has no held-out prompts to evaluate on: import prompts with split test.",
+            code="no_prompts",
+            field="human_eval_prompts",
+        )
+    if prompts * project.overlap < loop.human_eval_min_votes:
+        raise ApplicationError(
+            f"{prompts} held-out prompt{'s' if prompts != 1 else ''} with an overlap of {project.overlap} give at "
+            f"most {prompts * project.overlap} votes, fewer than the {loop.human_eval_min_votes} this needs: lower "
+            "it, raise the overlap or add test prompts.",
+            code="invalid",
+            field="human_eval_min_votes",
+        )
     with transaction.atomic():
         evaluation = Evaluation.objects.create(
             project=project,
@@ -115,9 +132,9 @@ def evaluation_answers_written(*, evaluation: Evaluation, prompts: int) -> None:
 def evaluation_check(*, evaluation: Evaluation) -> Evaluation:
     """Decide an open evaluation if it can be decided now: enough votes, or the deadline passed, or
     the run writing its answers ended without them. A decision is stored with its figures, goes on
-    the audit trail, retires the evaluation's open items, and, for the evaluation of a PPO run that
-    passed, promotes the candidate (when the loop chains) and starts the next generation."""
-    chain_generate = False
+    the audit trail and retires the evaluation's open items. For the evaluation of a PPO run (when
+    the loop chains) a pass promotes the candidate, and whatever the outcome the next generation
+    starts."""
     with transaction.atomic():
         evaluation = (
             Evaluation.objects.select_for_update(of=("self",))
@@ -126,59 +143,79 @@ def evaluation_check(*, evaluation: Evaluation) -> Evaluation:
         )
         if not evaluation.is_open:
             return evaluation
-        if evaluation.status == EvaluationStatus.GENERATING:
-            run = evaluation.run
-            if run is None or run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
-                what = "was cancelled" if run is not None and run.status == RunStatus.CANCELLED else "failed"
-                evaluation.status = EvaluationStatus.CANCELLED
-                evaluation.verdict = {"reason": f"Not decided: the run writing the answers {what}."}
-                evaluation.decided_at = timezone.now()
-                evaluation.save(update_fields=["status", "verdict", "decided_at"])
-                _log_gated(evaluation, evaluation.verdict["reason"])
-            return evaluation
-        report = evaluation_report(evaluation=evaluation)
-        gate = report.gate
-        if gate.passed is None:
-            return evaluation
-        if gate.passed:
-            evaluation.status = EvaluationStatus.PASSED
-        else:
-            evaluation.status = EvaluationStatus.FAILED if gate.enough_votes else EvaluationStatus.TIMED_OUT
-        evaluation.verdict = report.to_json()
-        evaluation.decided_at = timezone.now()
-        evaluation.save(update_fields=["status", "verdict", "decided_at"])
-        ResponseSet.objects.filter(evaluation=evaluation, status=ResponseSetStatus.OPEN).update(
-            status=ResponseSetStatus.RETIRED
+        chain = evaluation.gated_run_id is not None and loop_settings_get(project=evaluation.project).auto_chain
+        decided = (
+            _cancel_without_answers(evaluation)
+            if evaluation.status == EvaluationStatus.GENERATING
+            else (_decide(evaluation, chain=chain))
         )
-        audit_record(
-            actor=None,
-            action=AuditAction.GATE_VERDICT,
-            target=evaluation.candidate,
-            project=evaluation.project,
-            reason=gate.reason,
-            after={"gate": "human", "passed": bool(gate.passed), "evaluation": evaluation.pk},
-        )
-        reason = gate.reason
-        if (
-            gate.passed
-            and evaluation.gated_run_id is not None
-            and loop_settings_get(project=evaluation.project).auto_chain
-        ):
-            current = promoted_version(evaluation.project, ModelKind.POLICY) or reference_version(evaluation.project)
-            if current is not None and current.pk != evaluation.baseline_id:
-                reason += f" Not promoted: the promoted policy is now '{current.name}', not the baseline."
-            else:
-                model_version_promote(version=evaluation.candidate, actor=None, reason=gate.reason)
-                reason += f" Promoted {evaluation.candidate.name}."
-                chain_generate = True
-    _log_gated(evaluation, f"human evaluation {evaluation.pk}: {reason}")
-    if chain_generate:
-        try:
-            nxt = training_run_start(project=evaluation.project, kind=RunKind.GENERATE, trigger=RunTrigger.CHAIN)
-            _log_gated(evaluation, f"started generate run {nxt.pk}")
-        except ApplicationError as exc:
-            _log_gated(evaluation, f"could not start the generate run: {exc.message}")
+    if decided and chain:
+        evaluation_chain_generate(project=evaluation.project, log=lambda line: _log_gated(evaluation, line))
     return evaluation
+
+
+def _cancel_without_answers(evaluation: Evaluation) -> bool:
+    """An evaluation whose run ended without writing the answers is cancelled; whether it was."""
+    run = evaluation.run
+    if run is not None and run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        return False
+    what = "was cancelled" if run is not None and run.status == RunStatus.CANCELLED else "failed"
+    evaluation.status = EvaluationStatus.CANCELLED
+    evaluation.verdict = {"reason": f"Not decided: the run writing the answers {what}."}
+    evaluation.decided_at = timezone.now()
+    evaluation.save(update_fields=["status", "verdict", "decided_at"])
+    _log_gated(evaluation, evaluation.verdict["reason"] + " Nothing promoted.")
+    return True
+
+
+def _decide(evaluation: Evaluation, *, chain: bool) -> bool:
+    """The gate's verdict on the votes so far, stored if it decides; whether it did. With ``chain``
+    a pass promotes the candidate unless the promoted policy is no longer the baseline."""
+    report = evaluation_report(evaluation=evaluation)
+    gate = report.gate
+    if gate.passed is None:
+        return False
+    if gate.passed:
+        evaluation.status = EvaluationStatus.PASSED
+    else:
+        evaluation.status = EvaluationStatus.FAILED if gate.enough_votes else EvaluationStatus.TIMED_OUT
+    evaluation.verdict = report.to_json()
+    evaluation.decided_at = timezone.now()
+    evaluation.save(update_fields=["status", "verdict", "decided_at"])
+    ResponseSet.objects.filter(evaluation=evaluation, status=ResponseSetStatus.OPEN).update(
+        status=ResponseSetStatus.RETIRED
+    )
+    audit_record(
+        actor=None,
+        action=AuditAction.GATE_VERDICT,
+        target=evaluation.candidate,
+        project=evaluation.project,
+        reason=gate.reason,
+        after={"gate": "human", "passed": bool(gate.passed), "evaluation": evaluation.pk},
+    )
+    reason = gate.reason
+    if chain and gate.passed:
+        current = promoted_version(evaluation.project, ModelKind.POLICY) or reference_version(evaluation.project)
+        if current is not None and current.pk != evaluation.baseline_id:
+            reason += f" Not promoted: the promoted policy is now '{current.name}', not the baseline."
+        else:
+            model_version_promote(version=evaluation.candidate, actor=None, reason=gate.reason)
+            reason += f" Promoted {evaluation.candidate.name}."
+    elif chain:
+        reason += " Nothing promoted."
+    _log_gated(evaluation, f"human evaluation {evaluation.pk}: {reason}")
+    return True
+
+
+def evaluation_chain_generate(*, project: Project, log: Callable[[str], None]) -> None:
+    """After a PPO policy's human evaluation, whatever its verdict: the promoted policy (the new one
+    if it passed) writes the next round's responses, so that labelers have items and the schedule
+    trains the next reward model on them."""
+    try:
+        nxt = training_run_start(project=project, kind=RunKind.GENERATE, trigger=RunTrigger.CHAIN)
+        log(f"started generate run {nxt.pk}")
+    except ApplicationError as exc:
+        log(f"could not start the generate run: {exc.message}")
 
 
 def _log_gated(evaluation: Evaluation, line: str) -> None:

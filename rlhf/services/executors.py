@@ -4,6 +4,7 @@ fills in the run's data snapshot, summary and output version; ``training_run_exe
 from __future__ import annotations
 
 import dataclasses
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q
 
-from annotation.models import Project, Prompt, Response, ResponseOrigin
+from annotation.models import Project, Prompt, Response, ResponseOrigin, ResponseSet, ResponseSetItem
 from annotation.services import response_sets_build, response_sets_create
 from rlhf.data import comparison_rows, evaluation_prompts, prompt_rows, sft_rows_for, training_prompts
 from rlhf.models import Evaluation, EvaluationStatus, ModelKind, ModelVersion, TrainingRun
@@ -89,6 +90,7 @@ def execute_evaluate(run: TrainingRun, progress: Progress) -> None:
 
     evaluation = Evaluation.objects.select_related("candidate", "baseline").get(run=run)
     if evaluation.status != EvaluationStatus.GENERATING:
+        _evaluate_summary(run, evaluation)
         return
     loop = loop_settings_get(project=run.project)
     prompts = evaluation_prompts(project=run.project, limit=loop.human_eval_prompts)
@@ -107,6 +109,10 @@ def execute_evaluate(run: TrainingRun, progress: Progress) -> None:
         answers[version] = generate_responses(dataclasses.replace(config, model=model), rows, k=count)
         progress(step, len(per_model), {})
     with transaction.atomic():
+        # Two attempts may have generated at once (a redelivery): the first to get here writes.
+        if Evaluation.objects.select_for_update().get(pk=evaluation.pk).status != EvaluationStatus.GENERATING:
+            _evaluate_summary(run, evaluation)
+            return
         groups: list[tuple[int, list[Response]]] = []
         for index, prompt in enumerate(prompts):
             group = [
@@ -125,19 +131,27 @@ def execute_evaluate(run: TrainingRun, progress: Progress) -> None:
                 for version, by_prompt in answers.items()
                 for generated in by_prompt[index]
             ]
+            # Ids follow creation order: without this the candidate's answers would have the lower ids.
+            random.shuffle(group)
             groups.append((prompt.pk, group))
         Response.objects.bulk_create([r for _, group in groups for r in group])
-        sets = response_sets_create(
+        response_sets_create(
             project=run.project,
             groups=[(prompt_id, [r.pk for r in group]) for prompt_id, group in groups],
             evaluation_id=evaluation.pk,
         )
         evaluation_answers_written(evaluation=evaluation, prompts=len(prompts))
     run.data_snapshot = {"prompt_ids": [p.pk for p in prompts], "evaluation": evaluation.pk}
+    _evaluate_summary(run, evaluation)
+
+
+def _evaluate_summary(run: TrainingRun, evaluation: Evaluation) -> None:
+    """What the evaluate run left: the evaluation's items and answers, as stored."""
+    sets = ResponseSet.objects.filter(evaluation=evaluation)
     run.summary = {
         "evaluation_id": evaluation.pk,
-        "responses": sum(len(group) for _, group in groups),
-        "response_sets": sets,
+        "responses": ResponseSetItem.objects.filter(response_set__in=sets).count(),
+        "response_sets": sets.count(),
         "candidate": evaluation.candidate.name,
         "baseline": evaluation.baseline.name,
     }
@@ -245,7 +259,7 @@ def execute_ppo(run: TrainingRun, progress: Progress) -> None:
         resume=True,
         launcher=training_launcher(),
     )
-    judge = independent_judge(run.project, optimised=run.reward_model)
+    judge = independent_judge(run.project, candidate_parent=run.policy, optimised=run.reward_model)
     evaluation = policy_evaluate(
         candidate_path=result.model_path,
         baseline_path=run.policy.path,

@@ -17,9 +17,9 @@ from annotation.selectors import preference_comparisons
 from audit.models import AuditAction
 from audit.services import audit_record
 from config.exceptions import ApplicationError
-from rlhf.models import RunKind, RunStatus, RunTrigger, TrainingRun
+from rlhf.models import EVALUATION_OPEN, Evaluation, RunKind, RunStatus, RunTrigger, TrainingRun
 from rlhf.records import RunSummary
-from rlhf.services.evaluations import evaluation_start
+from rlhf.services.evaluations import evaluation_chain_generate, evaluation_start
 from rlhf.services.executors import execute_evaluate, execute_generate, execute_ppo, execute_reward
 from rlhf.services.loop_settings import loop_settings_get
 from rlhf.services.registry import model_version_promote
@@ -146,8 +146,12 @@ def _start_human_evaluation(run: TrainingRun) -> None:
             trigger=RunTrigger.CHAIN,
         )
         run_log(run, f"passed the automatic gate; waiting for human evaluation {evaluation.pk}")
-    except ApplicationError as exc:
-        run_log(run, f"could not start the human evaluation: {exc.message}; nothing promoted")
+    except Exception as exc:
+        if not isinstance(exc, ApplicationError):
+            logger.exception("run %s: the human evaluation did not start", run.pk)
+        message = exc.message if isinstance(exc, ApplicationError) else str(exc)
+        run_log(run, f"could not start the human evaluation: {message}; nothing promoted")
+        evaluation_chain_generate(project=run.project, log=lambda line: run_log(run, line))
 
 
 def _act_on_gate(run: TrainingRun, *, promote: bool) -> bool:
@@ -189,7 +193,8 @@ def _chain_next(run: TrainingRun, *, passed: bool) -> None:
 
 
 def loop_check(*, project: Project) -> TrainingRun | None:
-    """The schedule: start a reward run when enough new comparisons arrived since the last one."""
+    """The schedule: start a reward run when enough new comparisons arrived since the last one, and
+    no PPO policy is waiting for a human evaluation."""
     loop = loop_settings_get(project=project)
     if not loop.auto_chain or not project.is_active:
         return None
@@ -197,6 +202,8 @@ def loop_check(*, project: Project) -> TrainingRun | None:
     since = (last.data_snapshot or {}).get("max_comparison_id", 0) if last else 0
     if last is not None and not last.is_finished:
         return None
+    if Evaluation.objects.filter(project=project, gated_run__isnull=False, status__in=EVALUATION_OPEN).exists():
+        return None  # a PPO policy waits for the labelers' verdict: the next round starts after it
     new = preference_comparisons(project=project).filter(id__gt=since).count()
     if new < loop.retrain_min_comparisons:
         return None

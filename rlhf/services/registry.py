@@ -172,13 +172,33 @@ def model_version_rollback(*, project: Project, kind: str, actor: AuthUser | Non
     return _make_current(version=previous, actor=actor, action=AuditAction.MODEL_ROLLBACK, reason=reason)
 
 
-def independent_judge(project: Project, *, optimised: ModelVersion) -> ModelVersion | None:
-    """A reward model that can judge a PPO policy trained against ``optimised``: the one promoted
-    most recently before it (a policy can exploit the model it was optimised against, not one it
-    never saw). None when no other reward model of the project was ever promoted."""
+def optimised_against(policy: ModelVersion) -> set[int]:
+    """The reward models ``policy`` and the policies it descends from were trained by PPO to please:
+    a policy can exploit each of them, so none of them can judge it."""
+    seen: set[int] = set()
+    rewards: set[int] = set()
+    current: ModelVersion | None = policy
+    while current is not None and current.pk not in seen:
+        seen.add(current.pk)
+        run = current.run
+        if run is not None and run.reward_model_id is not None:
+            rewards.add(run.reward_model_id)
+        current = current.parent
+    return rewards
+
+
+def independent_judge(
+    project: Project, *, candidate_parent: ModelVersion, optimised: ModelVersion
+) -> ModelVersion | None:
+    """A reward model that can judge a PPO policy trained from ``candidate_parent`` against
+    ``optimised``: the one promoted most recently that neither the candidate nor the policy it is
+    compared with (``candidate_parent``) was ever optimised against, along either's lineage. A
+    policy sits near a maximum of the models it was trained to please, so such a model would
+    favour it; one it never saw judges both alike. None when the project has no such model."""
+    excluded = optimised_against(candidate_parent) | {optimised.pk}
     return (
         ModelVersion.objects.filter(project=project, kind=ModelKind.REWARD, promoted_at__isnull=False)
-        .exclude(pk=optimised.pk)
+        .exclude(pk__in=excluded)
         .order_by("-promoted_at", "-id")
         .first()
     )

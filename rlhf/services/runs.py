@@ -73,10 +73,11 @@ def training_run_start(
             field="kind",
         )
     Project.objects.select_for_update().get(pk=project.pk)  # one run start per project at a time
+    # One run of a kind at a time; evaluate runs each belong to their own evaluation.
     active = TrainingRun.objects.filter(
         project=project, kind=kind, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
     ).first()
-    if active is not None:
+    if active is not None and kind != RunKind.EVALUATE:
         raise Conflict(f"A {kind} run is already {active.status} (run {active.pk}).", code="run_active")
     loop = loop_settings_get(project=project)
     reference = reference_version(project)

@@ -26,7 +26,7 @@ TEXT_BOXES = """svg => {
 
 def test_engineer_follows_an_evaluation_to_its_verdict_and_the_leaderboard(new_page, shot, tiny_models):
     UserFactory(username="emil", role=Role.ML_ENGINEER)
-    project, sft, candidate = _project(tiny_models, min_votes=4, threshold=0.3)
+    project, sft, candidate = _project(tiny_models, min_votes=4, threshold=0.25)
     evaluation = evaluation_start(project=project, candidate=candidate, actor=None, enqueue=False)
     training_run_execute(run_id=evaluation.run_id)
     _label(project, "ann", _for_candidate(candidate.pk, "candidate"))

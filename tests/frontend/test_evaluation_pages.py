@@ -2,9 +2,9 @@
 in-process with the tiny models; two labelers then vote as in tests/rlhf/test_evaluations.py.
 
 The worked example: ``ppo-run-1`` (candidate) against ``sft`` (the promoted SFT reference) on two
-held-out prompts, t1 (tag math) and t2 (tag geo), K=2, min_votes 4, threshold 30%. ann prefers the
+held-out prompts, t1 (tag math) and t2 (tag geo), K=2, min_votes 4, threshold 25%. ann prefers the
 candidate on both; ben on t1 and ties on t2. Four votes, 3.5 points: win rate 87.5%, Wilson 95%
-interval 39.6% – 98.7%; math 2/2 (100.0%, 34.2% – 100.0%), geo 1.5/2 (75.0%, 19.8% – 97.3%)."""
+interval over the two prompts 26.4% – 99.3%; math 2/2 (100.0%, 34.2% – 100.0%), geo 1.5/2 (75.0%, 19.8% – 97.3%)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.django_db
 
 REASON = (
     "Passed: 4 votes from 2 labelers (at least 4 needed). Win rate of 'ppo-run-1' over 'sft' 87.5% "
-    "(95% CI 39.6% – 98.7%, ties count half): the lower bound is above 30.0%."
+    "(95% CI 26.4% – 99.3% over 2 prompts, ties count half): the lower bound is above 25.0%."
 )
 
 
@@ -65,7 +65,7 @@ def _ben(candidate_id: int):
 
 @pytest.fixture
 def evaluated(tiny_models, ml_engineer):
-    project, sft, candidate = _project(tiny_models, min_votes=4, threshold=0.3)
+    project, sft, candidate = _project(tiny_models, min_votes=4, threshold=0.25)
     evaluation = evaluation_start(project=project, candidate=candidate, actor=ml_engineer, enqueue=False)
     run = training_run_execute(run_id=evaluation.run_id)
     assert run.status == RunStatus.SUCCEEDED, run.error
@@ -86,7 +86,7 @@ def test_the_evaluation_page_shows_the_figures_and_polls_until_decided(evaluated
     assert "Human evaluation" in text and f"{evaluation.pk}: ppo-run-1 against sft" in text
     assert _text(_block(page, "evaluation-status", "</span>").split(">", 1)[1]) == "Collecting votes"
     assert _text(_block(page, "evaluation-win-rate", "</b>").split(">", 1)[1]) == "87.5%"
-    assert _text(_block(page, "evaluation-ci", "</span>").split(">", 1)[1]) == "95% CI 39.6% – 98.7%"
+    assert _text(_block(page, "evaluation-ci", "</span>").split(">", 1)[1]) == "95% CI 26.4% – 99.3%"
     assert _text(_block(page, "evaluation-progress", "</span>").split(">", 1)[1]) == (
         "4 of 4 votes (100%) from 2 labelers"
     )
@@ -98,8 +98,8 @@ def test_the_evaluation_page_shows_the_figures_and_polls_until_decided(evaluated
         ("ok-text", "4 votes from 2 labelers (at least 4 needed)."),
         (
             "ok-text",
-            "Win rate of 'ppo-run-1' over 'sft' 87.5% (95% CI 39.6% – 98.7%, ties count half): "
-            "the lower bound is above 30.0%.",
+            "Win rate of 'ppo-run-1' over 'sft' 87.5% (95% CI 26.4% – 99.3% over 2 prompts, ties count half): "
+            "the lower bound is above 25.0%.",
         ),
     ]
     assert _rows(page, "evaluation-tags") == ["geo 2 75.0% 19.8% – 97.3%", "math 2 100.0% 34.2% – 100.0%"]
@@ -129,12 +129,12 @@ def test_the_evaluation_page_shows_the_figures_and_polls_until_decided(evaluated
         assert "hx-trigger" not in decided and "every 5s" not in decided
         assert _text(_block(decided, "evaluation-status", "</span>").split(">", 1)[1]) == "Passed"
         assert _text(_block(decided, "evaluation-reason", "</p>").split(">", 1)[1]) == REASON
-        assert _text(_block(decided, "evaluation-ci", "</span>").split(">", 1)[1]) == "95% CI 39.6% – 98.7%"
+        assert _text(_block(decided, "evaluation-ci", "</span>").split(">", 1)[1]) == "95% CI 26.4% – 99.3%"
         assert 'class="evaluation passed"' in decided
 
 
 def test_a_waiting_evaluation_shows_its_pending_checks(tiny_models, admin_user):
-    project, _, candidate = _project(tiny_models, min_votes=10)
+    project, _, candidate = _project(tiny_models, min_votes=10, overlap=5)
     evaluation = evaluation_start(project=project, candidate=candidate, actor=None, enqueue=False)
     page = _client(admin_user).get(f"/manage/evaluations/{evaluation.pk}/").content.decode()
     assert _text(_block(page, "evaluation-reason", "</p>").split(">", 1)[1]) == (
@@ -151,8 +151,8 @@ def test_a_waiting_evaluation_shows_its_pending_checks(tiny_models, admin_user):
         ("", "2 of the 10 votes needed so far (1 labeler)."),
         (
             "",
-            "Win rate of 'ppo-run-1' over 'sft' 0.0% (95% CI 0.0% – 65.8%, ties count half): "
-            "the lower bound is not above 30.0%.",
+            "Win rate of 'ppo-run-1' over 'sft' 0.0% (95% CI 0.0% – 65.8% over 2 prompts, ties count half): "
+            "the lower bound is not above 25.0%.",
         ),
     ]
     assert _text(_block(page, "evaluation-progress", "</span>").split(">", 1)[1]) == (
@@ -166,7 +166,7 @@ def test_the_training_page_lists_evaluations_and_starts_one(evaluated, ml_engine
     page = client.get(f"/manage/projects/{project.pk}/training/").content.decode()
     evaluation = evaluated.evaluation
     assert _rows(page, "evaluation-table") == [
-        f"evaluation {evaluation.pk} Collecting votes ppo-run-1 against sft 87.5% 39.6% – 98.7% 4 / 4 "
+        f"evaluation {evaluation.pk} Collecting votes ppo-run-1 against sft 87.5% 26.4% – 99.3% 4 / 4 "
         f"{evaluation.created_at:%Y-%m-%d %H:%M} started by hand"
     ]
     assert f'<a href="/manage/evaluations/{evaluation.pk}/">evaluation {evaluation.pk}</a>' in page

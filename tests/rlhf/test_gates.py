@@ -70,6 +70,30 @@ def test_the_reward_gate_refuses_only_a_model_the_promoted_one_beats_by_the_marg
         "2 only for the promoted one; one-sided McNemar p = 0.500): not better by more than the margin 2.0% with "
         "p < 0.05."
     )
+    # 20 pairs, the promoted one right on 15, the new one on the first 11 of those and nothing else: 4
+    # discordant pairs, all for the promoted one. p = 1/16 can never be < 0.05 with 4 pairs, but a lead of
+    # 20 points with no pair for the new one is refused; with one pair for the new one (4 to 1, p = 0.19) it is not.
+    few = RewardGate.decide(
+        new_accuracy=None,
+        min_accuracy=0.5,
+        margin=0.02,
+        new_correct=_correct(11, 20),
+        promoted_correct=_correct(15, 20),
+    )
+    assert (few.passed, few.new_only, few.old_only, few.p_value) == (False, 0, 4, 1 / 16)
+    assert few.checks[1].text == (
+        "The promoted reward model (version ?) scores 75.0% on the same 20 pairs (0 right only for the new one, "
+        "4 only for the promoted one; one-sided McNemar p = 0.062): it leads by more than the margin 2.0% and is "
+        "right on every pair where they differ, too few for the test to reach p < 0.05, so the new one is refused."
+    )
+    four_to_one = RewardGate.decide(
+        new_accuracy=None,
+        min_accuracy=0.5,
+        margin=0.02,
+        new_correct=[*_correct(11, 20)[:19], True],
+        promoted_correct=_correct(15, 20),
+    )
+    assert (four_to_one.passed, four_to_one.new_only, four_to_one.old_only) == (True, 1, 4)
     # The same difference, significant, but inside a margin of 25 points: passes.
     wide = RewardGate.decide(
         new_accuracy=0.6,
@@ -249,7 +273,15 @@ def test_the_api_returns_the_gate_record_and_promotes_as_the_person(client_for, 
     assert (entry.actor_id, entry.actor_name, entry.reason) == (ml_engineer.pk, "emil", "")
 
 
-def _human(votes: int, points: float, *, timed_out: bool = False) -> HumanEvalGate:
+def _human(
+    votes: int,
+    points: float,
+    *,
+    timed_out: bool = False,
+    prompts: int | None = None,
+    prompt_points: float | None = None,
+) -> HumanEvalGate:
+    """One vote per prompt unless ``prompts`` says otherwise."""
     return HumanEvalGate.decide(
         evaluation=4,
         candidate="ppo-run-9",
@@ -261,6 +293,8 @@ def _human(votes: int, points: float, *, timed_out: bool = False) -> HumanEvalGa
         threshold=0.5,
         timed_out=timed_out,
         timeout_hours=72,
+        prompts_voted=votes if prompts is None else prompts,
+        prompt_points=points if prompt_points is None else prompt_points,
     )
 
 
@@ -271,26 +305,36 @@ def test_the_human_gate_passes_fails_waits_and_times_out_with_its_reason():
     assert passed.ci95 == pytest.approx((0.5977032976593509, 0.993440083067254), abs=1e-12)
     assert passed.reason == (
         "Passed: 8 votes from 2 labelers (at least 8 needed). Win rate of 'ppo-run-9' over 'sft' 93.8% "
-        "(95% CI 59.8% – 99.3%, ties count half): the lower bound is above 50.0%."
+        "(95% CI 59.8% – 99.3% over 8 prompts, ties count half): the lower bound is above 50.0%."
     )
     # 10 votes at 60%: Wilson [0.3127, 0.8318]; the lower bound is not above the threshold.
     failed = _human(10, 6.0)
     assert failed.passed is False
     assert failed.reason == (
         "Did not pass: 10 votes from 2 labelers (at least 8 needed). Win rate of 'ppo-run-9' over 'sft' 60.0% "
-        "(95% CI 31.3% – 83.2%, ties count half): the lower bound is not above 50.0%."
+        "(95% CI 31.3% – 83.2% over 10 prompts, ties count half): the lower bound is not above 50.0%."
     )
     waiting = _human(5, 4.0)
     assert waiting.passed is None
     assert waiting.reason == (
         "Waiting for votes: 5 of the 8 votes needed so far (2 labelers). Win rate of 'ppo-run-9' over 'sft' "
-        "80.0% (95% CI 37.6% – 96.4%, ties count half): the lower bound is not above 50.0%."
+        "80.0% (95% CI 37.6% – 96.4% over 5 prompts, ties count half): the lower bound is not above 50.0%."
     )
     timed_out = _human(5, 4.0, timed_out=True)
     assert timed_out.passed is False
     assert timed_out.reason == "Did not pass: Timed out after 72 hours with 5 of the 8 votes needed (2 labelers)."
     assert _human(0, 0.0).reason == "Waiting for votes: 0 of the 8 votes needed so far (2 labelers)."
-    for gate in (passed, failed, waiting, timed_out):
+    # 12 votes, 11 points, but on 3 prompts (4 votes each; one prompt 2.75 of 4): the same two answers
+    # voted on four times are one observation. Counted per vote, Wilson(11, 12) has its lower bound at
+    # 64.6% and would pass; per prompt, Wilson(2.75, 3) is [37.0%, 99.5%] and does not.
+    clustered = _human(12, 11.0, prompts=3, prompt_points=2.75)
+    assert (clustered.passed, clustered.win_rate) == (False, 2.75 / 3)
+    assert clustered.ci95 == pytest.approx((0.3702546815131422, 0.9951644586909865), abs=1e-12)
+    assert clustered.reason == (
+        "Did not pass: 12 votes from 2 labelers (at least 8 needed). Win rate of 'ppo-run-9' over 'sft' 91.7% "
+        "(95% CI 37.0% – 99.5% over 3 prompts, ties count half): the lower bound is not above 50.0%."
+    )
+    for gate in (passed, failed, waiting, timed_out, clustered):
         assert HumanEvalGate.from_json(gate.to_json()) == gate
 
 
@@ -329,6 +373,7 @@ def test_the_ppo_gate_says_which_judge_decided():
     )
     assert alone.checks[0].text == (
         "Held-out reward 1.900 against 0.100 for the policy it started from (better; 4 prompts; judged by reward "
-        "model 'reward-run-5', the one PPO optimised against (no independent judge yet))."
+        "model 'reward-run-5', the one PPO optimised against (no promoted reward model that neither policy was "
+        "optimised against))."
     )
     assert PPOGate.from_json(judged.to_json()) == judged
