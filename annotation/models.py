@@ -49,6 +49,8 @@ class Project(models.Model):
     flags = models.JSONField(default=default_flags, blank=True)
     require_likert = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
+    # A human evaluation collects votes: leasing looks at its items first (one statement more then).
+    evaluating = models.BooleanField(default=False)
     # Quality controls.
     gold_rate = models.FloatField(default=0.0, help_text="Share of items that are gold (0..1).")
     qualification_items = models.PositiveSmallIntegerField(

@@ -369,6 +369,7 @@ class EvaluationDetailApi(APIView):
 
 class LeaderboardRowOutput(serializers.Serializer):
     version_id = serializers.IntegerField()
+    group = serializers.IntegerField(help_text="Versions joined by votes; ratings compare only within a group.")
     name = serializers.CharField()
     state = serializers.CharField()
     rating = serializers.FloatField()

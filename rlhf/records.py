@@ -793,7 +793,8 @@ class EvaluationReport:
 @dataclass(frozen=True)
 class LeaderboardRow:
     """One evaluated model version: its Bradley-Terry rating (Elo scale) from every evaluation vote
-    of the project, the 95% bootstrap interval, its votes and its win rate over all opponents."""
+    of the project, the 95% bootstrap interval, its votes, its win rate over all opponents and its
+    group: versions no chain of votes joins have ratings that say nothing of each other."""
 
     version_id: int
     name: str
@@ -802,6 +803,7 @@ class LeaderboardRow:
     ci95: tuple[float, float] | None
     votes: int
     points: float
+    group: int = 1  # versions joined by votes, directly or through others: ratings compare within one
 
     @property
     def win_rate(self) -> float | None:
@@ -810,6 +812,7 @@ class LeaderboardRow:
     def to_json(self) -> dict[str, Any]:
         return {
             "version_id": self.version_id,
+            "group": self.group,
             "name": self.name,
             "state": self.state,
             "rating": self.rating,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from django.db.models import QuerySet
@@ -340,6 +341,7 @@ def leaderboard(*, project: Project, resamples: int = LEADERBOARD_RESAMPLES) -> 
         counts.setdefault(a, []).append(points)
         counts.setdefault(b, []).append(1.0 - points)
     versions = {str(v.pk): v for v in ModelVersion.objects.filter(pk__in=[int(k) for k in ratings])}
+    component = _components([(a, b) for a, b, _ in votes])
     board = [
         LeaderboardRow(
             version_id=int(key),
@@ -349,7 +351,30 @@ def leaderboard(*, project: Project, resamples: int = LEADERBOARD_RESAMPLES) -> 
             ci95=intervals.get(key),
             votes=len(counts[key]),
             points=sum(counts[key]),
+            group=component[key],
         )
         for key, rating in ratings.items()
     ]
-    return sorted(board, key=lambda row: (-row.rating, row.name))
+    board.sort(key=lambda row: (-row.rating, row.name))
+    # Groups numbered in the order their best version ranks.
+    number: dict[int, int] = {}
+    for row in board:
+        number.setdefault(row.group, len(number) + 1)
+    return [dataclasses.replace(row, group=number[row.group]) for row in board]
+
+
+def _components(edges: list[tuple[str, str]]) -> dict[str, int]:
+    """Each model's connected component in the graph of who was compared with whom."""
+    parent: dict[str, str] = {}
+
+    def root(node: str) -> str:
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for a, b in edges:
+        parent[root(a)] = root(b)
+    roots: dict[str, int] = {}
+    return {node: roots.setdefault(root(node), len(roots)) for node in list(parent)}

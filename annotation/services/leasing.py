@@ -234,8 +234,11 @@ def _lease_once(*, project: Project, labeler: AuthUser) -> Assignment | Literal[
             return None  # no gold left to qualify on: nothing this labeler may take yet
 
     params = [project.pk, labeler.pk, db.db_datetime(now)]
+    first = project.evaluating  # a human evaluation's items first, while one collects votes
     if db.vendor() == "postgresql":
-        row = db.fetch_one(sql["candidate_evaluation"] + " FOR NO KEY UPDATE OF s SKIP LOCKED", params)
+        row = (
+            db.fetch_one(sql["candidate_evaluation"] + " FOR NO KEY UPDATE OF s SKIP LOCKED", params) if first else None
+        )
         if row is None:
             row = db.fetch_one(sql["candidate"] + " FOR NO KEY UPDATE OF s SKIP LOCKED", params)
         if row is None:
@@ -243,7 +246,9 @@ def _lease_once(*, project: Project, labeler: AuthUser) -> Assignment | Literal[
             # instead of telling this labeler there is no work.
             row = db.fetch_one(sql["candidate"] + " FOR NO KEY UPDATE OF s", params)
     else:  # SQLite: the IMMEDIATE transaction already holds the database's write lock
-        row = db.fetch_one(sql["candidate_evaluation"], params) or db.fetch_one(sql["candidate"], params)
+        row = (db.fetch_one(sql["candidate_evaluation"], params) if first else None) or db.fetch_one(
+            sql["candidate"], params
+        )
     if row is None:
         return None
     response_set, end = db.instance(ResponseSet, row)

@@ -154,6 +154,7 @@ def leaderboard_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "project": project,
         "section": "training",
         "rows": rows,
+        "groups": len({row.group for row in rows}),
         "chart": charts.rating_chart([(row.name, row.rating, row.ci95) for row in rows]),
     }
     return render(request, "frontend/training/leaderboard.html", context)

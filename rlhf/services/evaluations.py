@@ -127,6 +127,13 @@ def evaluation_answers_written(*, evaluation: Evaluation, prompts: int) -> None:
     evaluation.prompts = prompts
     evaluation.deadline = timezone.now() + timedelta(hours=evaluation.timeout_hours)
     evaluation.save(update_fields=["status", "prompts", "deadline"])
+    Project.objects.filter(pk=evaluation.project_id).update(evaluating=True)
+
+
+def _evaluating_update(project_id: int) -> None:
+    """Whether the project still has an evaluation collecting votes (its items leased first)."""
+    collecting = Evaluation.objects.filter(project_id=project_id, status=EvaluationStatus.COLLECTING).exists()
+    Project.objects.filter(pk=project_id).update(evaluating=collecting)
 
 
 def evaluation_check(*, evaluation: Evaluation) -> Evaluation:
@@ -185,6 +192,7 @@ def _decide(evaluation: Evaluation, *, chain: bool) -> bool:
     ResponseSet.objects.filter(evaluation=evaluation, status=ResponseSetStatus.OPEN).update(
         status=ResponseSetStatus.RETIRED
     )
+    _evaluating_update(evaluation.project_id)
     audit_record(
         actor=None,
         action=AuditAction.GATE_VERDICT,

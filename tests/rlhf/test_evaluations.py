@@ -249,6 +249,21 @@ def test_the_leaderboard_rates_every_evaluated_version_from_all_votes(tiny_model
     assert board[0].rating - board[1].rating == pytest.approx(190.8, abs=2.0)
     assert (board[0].rating + board[1].rating) / 2 == pytest.approx(1000.0)
     assert all(row.ci95 is not None and row.ci95[0] <= row.rating <= row.ci95[1] for row in board)
+    assert {row.group for row in board} == {1}
+
+    # Two more versions compared only with each other: no vote joins them to the first two.
+    c2, c3 = (
+        model_version_register(project=project, kind="policy", name=name, path=tiny_models["policy"], actor=None)
+        for name in ("ppo-run-2", "ppo-run-3")
+    )
+    apart = evaluation_start(project=project, candidate=c3, baseline=c2, actor=None, enqueue=False)
+    training_run_execute(run_id=apart.run_id)
+    _label(project, "dan", _for_candidate(c3.pk, "candidate"))
+    board = leaderboard(project=project, resamples=0)
+    assert {row.name: row.group for row in board} == {"ppo-run-1": 1, "sft": 1, "ppo-run-3": 2, "ppo-run-2": 2} or {
+        row.name: row.group for row in board
+    } == {"ppo-run-1": 2, "sft": 2, "ppo-run-3": 1, "ppo-run-2": 1}
+    assert board[0].group == 1 and board[0].to_json()["group"] == 1
 
 
 @needs_services
@@ -360,6 +375,8 @@ def test_evaluation_items_are_served_first_and_a_retired_one_stays_retired(tiny_
     # The training items are nearer completion, which otherwise goes first.
     ResponseSet.objects.filter(project=project, evaluation=None).update(submitted_count=1)
     ann = UserFactory(role="labeler", username="ann")
+    project.refresh_from_db()
+    assert project.evaluating  # while its votes are collected
     lease = assignment_lease_next(project=project, labeler=ann)
     assert lease.response_set.evaluation_id == evaluation.pk
     # Decided while ann holds a live lease on an item that needs one more vote: her vote is taken,
@@ -371,6 +388,8 @@ def test_evaluation_items_are_served_first_and_a_retired_one_stays_retired(tiny_
     ranking_submit(assignment_id=lease.pk, labeler=ann, idempotency_key="late", ranks=ranks)
     retired = ResponseSet.objects.get(pk=lease.response_set_id)
     assert (retired.status, retired.submitted_count, retired.completed_at) == (ResponseSetStatus.RETIRED, 2, None)
+    project.refresh_from_db()
+    assert not project.evaluating
 
 
 @pytest.mark.django_db
